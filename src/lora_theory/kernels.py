@@ -1,0 +1,120 @@
+"""Numerical Gaussian kernels as SymPy functions.
+
+When no exact engine of :mod:`lora_theory.expectations` applies (sigmoid,
+tanh, ``expr:`` activations), a kernel ``E[f(lam) h(lam_star)]`` enters the
+symbolic derivation as ``GaussianKernel(tag, Q, R)``: an unevaluated SymPy
+function that
+
+* differentiates by Price's theorem,
+  ``dK[f, h]/dR = K[f', h']`` and ``dK[f, h]/dQ = K[f'', h] / 2``;
+* prints to NumPy code as a call of :func:`evaluate_kernel`, which
+  integrates numerically (:mod:`lora_theory._numeric`);
+* pickles and serialises canonically, because ``tag`` is a symbol whose
+  name is the ``srepr`` of ``f`` and ``h``.
+
+Convention as in :mod:`lora_theory.expectations`: ``Var lam = Q``,
+``Cov(lam, lam_star) = R``, ``Var lam_star = 1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import sympy as sp
+
+from ._errors import LoraTheoryError
+from .activations import Z
+
+__all__ = ["GaussianKernel", "kernel", "evaluate_kernel"]
+
+
+def _encode(f: sp.Expr, h: sp.Expr) -> str:
+    return json.dumps({"f": sp.srepr(f), "h": sp.srepr(h)}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _decode(tag: str) -> tuple[sp.Expr, sp.Expr]:
+    # The tag is produced by _encode from SymPy objects; sympify rebuilds them from srepr.
+    content = json.loads(tag)
+    return sp.sympify(content["f"]), sp.sympify(content["h"])
+
+
+class GaussianKernel(sp.Function):
+    """Unevaluated ``E[f(lam) h(lam_star)]``; arguments ``(tag, Q, R)``."""
+
+    nargs = 3
+
+    @property
+    def integrands(self) -> tuple[sp.Expr, sp.Expr]:
+        """``(f, h)`` as SymPy expressions in ``z``."""
+        return _decode(self.args[0].name)
+
+    def fdiff(self, argindex=1):
+        f, h = self.integrands
+        _, variance, covariance = self.args
+        if argindex == 2:
+            return kernel(sp.diff(f, Z, 2) / 2, h, variance, covariance)
+        if argindex == 3:
+            return kernel(sp.diff(f, Z), sp.diff(h, Z), variance, covariance)
+        raise sp.ArgumentIndexError(self, argindex)
+
+    def _numpycode(self, printer):
+        tag, variance, covariance = self.args
+        return f"evaluate_kernel({tag.name!r}, {printer._print(variance)}, {printer._print(covariance)})"
+
+    _lambdacode = _numpycode
+    _pythoncode = _numpycode
+
+    def _latex(self, printer):
+        f, h = self.integrands
+        lam = sp.Symbol(r"\lambda")
+        lam_star = sp.Symbol(r"\lambda^{*}")
+        return (
+            r"\mathbb{E}\left[" + printer._print(f.subs(Z, lam)) + r"\,"
+            + printer._print(h.subs(Z, lam_star)) + r"\right]"
+        )
+
+    def _sympystr(self, printer):
+        f, h = self.integrands
+        return f"E[({printer._print(f)})(lam) * ({printer._print(h)})(lam*)]"
+
+
+def kernel(f: sp.Expr, h: sp.Expr, variance: sp.Expr, covariance: sp.Expr) -> sp.Expr:
+    """Numerical kernel ``E[f(lam) h(lam_star)]`` at ``(Q, R) = (variance, covariance)``."""
+    f = sp.sympify(f)
+    h = sp.sympify(h)
+    if f == 0 or h == 0:
+        return sp.Integer(0)
+
+    # Pull constant factors out so that equal integrands share one numerical kernel.
+    f_constant, f_rest = f.as_independent(Z, as_Add=False)
+    h_constant, h_rest = h.as_independent(Z, as_Add=False)
+    if f_rest == 1 and h_rest == 1:
+        return f_constant * h_constant
+    return f_constant * h_constant * GaussianKernel(sp.Symbol(_encode(f_rest, h_rest)), variance, covariance)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(tag: str):
+    from .activations import Activation
+
+    f, h = _decode(tag)
+    if f.has(sp.DiracDelta) or h.has(sp.DiracDelta):
+        raise LoraTheoryError(
+            f"the numerical kernel E[f(lam) h(lam*)] with f = {f}, h = {h} contains a Dirac delta "
+            "(a second derivative at a kink); activations with kinks are supported numerically only "
+            "where no second derivative is needed. Use relu-type kinks at 0, which have closed forms."
+        )
+    f_activation = Activation(spec=str(f), expr=f)
+    h_activation = Activation(spec=str(h), expr=h)
+    return f_activation.numpy(), h_activation.numpy(), f_activation.kinks, h_activation.kinks
+
+
+def evaluate_kernel(tag: str, variance, covariance) -> np.ndarray:
+    """Evaluate ``E[f(lam) h(lam_star)]`` numerically for the integrands encoded in ``tag``."""
+    from . import _numeric
+
+    f, h, kinks_f, kinks_h = _compiled(tag)
+    return _numeric.pair_expectation(f, h, variance, covariance, kinks_f=kinks_f, kinks_h=kinks_h)
