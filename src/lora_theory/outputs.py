@@ -1,0 +1,500 @@
+"""Tables, CSV, JSON, figures and the default report of escape rates.
+
+Everything here renders :class:`lora_theory.rates.EscapeRates` results, which
+hold for each ``mu`` of a grid the search-phase rates of the aligned rank-1
+LoRA model: ``A(mu)``, ``B(mu)``, the unstable eigenvalue
+``lambda_plus = (B + sqrt(B^2 + 4 A^2)) / 2`` and the escape time
+``tau = 1 / lambda_plus``. Entries are ``nan`` where a rate is undefined (for
+example ``A(mu) = 0``), and every format shows them as an explicit gap: the
+word ``undefined`` in tables, an empty cell in CSV, ``null`` in JSON, a break
+in a plotted curve. None of them prints a bare ``inf`` or ``nan``.
+
+Files are written atomically: the bytes go to a temporary file in the target
+folder, which then replaces the target with :func:`os.replace`. A failure
+leaves the previous file, or no file, but never a partial one.
+
+Figures use Matplotlib's Agg backend through :class:`matplotlib.figure.Figure`
+and never touch :mod:`matplotlib.pyplot` state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from math import factorial
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .activations import parse_activation
+from .grids import parse_grid
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .rates import EscapeRates
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_files",
+    "atomic_write_text",
+    "describe_time_unit",
+    "format_csv",
+    "format_json",
+    "format_table",
+    "render_tau_figure",
+    "REPORT_ACTIVATIONS",
+    "REPORT_MU_GRID",
+    "ReportEntry",
+    "compute_report",
+    "write_report",
+]
+
+#: Columns of every per-mu row, in output order.
+RATE_COLUMNS = ("mu", "A", "B", "lambda_plus", "tau")
+
+#: Activations of the default report: (spec, time unit, figure panel).
+#: The student equals the teacher in each.
+REPORT_ACTIVATIONS: tuple[tuple[str, str, str], ...] = (
+    ("x", "plain", "standard"),
+    ("erf", "plain", "standard"),
+    ("relu", "plain", "standard"),
+    ("sigmoid", "plain", "standard"),
+    ("He2", "hermite", "hermite"),
+    ("He3", "hermite", "hermite"),
+    ("He5", "hermite", "hermite"),
+    ("He6", "hermite", "hermite"),
+)
+
+#: The mu grid of the default report, in the syntax of :func:`parse_grid`.
+REPORT_MU_GRID = "0.02:0.99:200"
+
+#: File names that :func:`write_report` creates inside its folder.
+REPORT_CSV = "tau.csv"
+REPORT_FIGURE = "tau.png"
+REPORT_SUMMARY = "summary.md"
+
+
+# ---------------------------------------------------------------------------
+# Atomic file writing
+# ---------------------------------------------------------------------------
+
+
+def _default_file_mode() -> int:
+    # mkstemp creates files readable by the owner only; give the output the
+    # mode a plain open() would have given it under the current umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_files(contents: Mapping[str | os.PathLike, bytes]) -> list[Path]:
+    """Write several files so that each is either complete or untouched.
+
+    Every file is first written in full to a temporary file in its target
+    folder. Only when all of them are written do they replace their targets,
+    one :func:`os.replace` each. If writing any temporary file fails, all
+    temporary files are removed and no target changes.
+
+    Parent folders must exist. Returns the target paths in the order given.
+
+    Raises
+    ------
+    OSError
+        When a temporary file cannot be created or written (``filename`` is
+        then the target path), or a rename fails. A rename failure can leave
+        earlier targets of the same call replaced.
+    """
+    targets = [Path(path) for path in contents]
+    temporary: list[Path] = []
+    mode = _default_file_mode()
+
+    try:
+        # Phase 1: write every temporary file completely, synced to disk.
+        for target, data in zip(targets, contents.values()):
+            try:
+                handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+                temporary.append(Path(name))
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.chmod(name, mode)
+            except OSError as error:
+                # Report the target, not the temporary name the caller never chose.
+                raise OSError(error.errno, error.strerror, str(target)) from error
+
+        # Phase 2: move them into place.
+        for target, name in zip(targets, list(temporary)):
+            os.replace(name, target)
+            temporary.remove(name)
+    finally:
+        for leftover in temporary:
+            leftover.unlink(missing_ok=True)
+
+    return targets
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`."""
+    return atomic_write_files({path: data})[0]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------
+# Values and labels
+# ---------------------------------------------------------------------------
+
+
+def _finite_or_none(value) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _hermite_degree(spec: str) -> int | None:
+    return parse_activation(spec).hermite_degree
+
+
+def describe_time_unit(time_unit: str, student: str) -> str:
+    """Describe a time unit in words, for table headers, figures and summaries.
+
+    ``plain`` is t = eta * steps. ``hermite`` divides every rate by k! * k for
+    a student that is exactly He_k, so tau is k! * k times its plain value.
+    """
+    if time_unit == "plain":
+        return "plain (t = eta * steps)"
+    if time_unit == "hermite":
+        degree = _hermite_degree(student)
+        if degree is None:
+            return "hermite (rates divided by k! * k for a student He_k)"
+        return f"hermite (rates divided by {degree}! * {degree} = {factorial(degree) * degree}, so tau is that many times its plain value)"
+    return time_unit
+
+
+def _format_number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.6g}"
+
+
+def _format_singular(values: Iterable[float]) -> str:
+    return ", ".join(f"{value:.10g}" for value in values)
+
+
+def _grid_span(mu: np.ndarray) -> str:
+    return f"[{float(np.min(mu)):.6g}, {float(np.max(mu)):.6g}]"
+
+
+def _notes(rates: "EscapeRates") -> list[str | None]:
+    notes = list(getattr(rates, "notes", ()) or ())
+    return notes + [None] * (len(rates.mu) - len(notes))
+
+
+def _rows(rates: "EscapeRates") -> list[dict[str, float | None]]:
+    # Normalise whatever the engine returns: Python floats, None where undefined.
+    return [{column: _finite_or_none(row.get(column)) for column in RATE_COLUMNS} for row in rates.rows()]
+
+
+# ---------------------------------------------------------------------------
+# Text formats
+# ---------------------------------------------------------------------------
+
+
+def format_table(rates: "EscapeRates") -> str:
+    """Render a fixed-width text table with a header naming specs and time unit.
+
+    Undefined entries read ``undefined`` and the last column gives the reason.
+    A closing line lists the singular mu (zeros of A) inside the grid's range.
+    """
+    header = ("mu", "A", "B", "lambda_plus", "tau")
+    body = []
+    for row, note in zip(_rows(rates), _notes(rates)):
+        cells = [_format_number(row[column]) for column in RATE_COLUMNS]
+        body.append((cells, note or ""))
+
+    widths = [max([len(name)] + [len(cells[index]) for cells, _ in body]) for index, name in enumerate(header)]
+    lines = [
+        f"escape rates: student {rates.student}, teacher {rates.teacher}",
+        f"time unit: {describe_time_unit(rates.time_unit, rates.student)}",
+        "",
+        "  ".join(name.rjust(width) for name, width in zip(header, widths)) + "  note",
+    ]
+    for cells, note in body:
+        lines.append(("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) + "  " + note).rstrip())
+
+    span = _grid_span(rates.mu)
+    if rates.singular_mu:
+        lines.append("")
+        lines.append(f"singular mu (A(mu) = 0, tau diverges) in {span}: {_format_singular(rates.singular_mu)}")
+    else:
+        lines.append("")
+        lines.append(f"singular mu (A(mu) = 0) in {span}: none")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rates: "EscapeRates") -> str:
+    """Render CSV with columns ``mu, A, B, lambda_plus, tau, note``.
+
+    Undefined values are empty cells and ``note`` gives the reason. Numbers
+    use Python's shortest round-trip representation.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RATE_COLUMNS + ("note",))
+    for row, note in zip(_rows(rates), _notes(rates)):
+        writer.writerow(["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS] + [note or ""])
+    return buffer.getvalue()
+
+
+def format_json(rates: "EscapeRates") -> str:
+    """Render the JSON object of the ``tau`` command.
+
+    The object is ``{"student", "teacher", "time_unit", "rows", "singular_mu"}``
+    where each row is ``{"mu", "A", "B", "lambda_plus", "tau"}`` and undefined
+    values are ``null``. ``allow_nan=False`` guarantees that no ``NaN`` or
+    ``Infinity`` token reaches the output.
+    """
+    document = {
+        "student": str(rates.student),
+        "teacher": str(rates.teacher),
+        "time_unit": str(rates.time_unit),
+        "rows": _rows(rates),
+        "singular_mu": [float(value) for value in rates.singular_mu],
+    }
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+
+
+def _plottable_tau(rates: "EscapeRates") -> np.ndarray:
+    # nan breaks the line, so an undefined tau shows as a gap, not a jump.
+    tau = np.asarray(rates.tau, dtype=float)
+    return np.where(np.isfinite(tau) & (tau > 0), tau, np.nan)
+
+
+def _draw_tau(axes: "Axes", rates: "EscapeRates", label: str, color=None) -> None:
+    mu = np.asarray(rates.mu, dtype=float)
+    tau = _plottable_tau(rates)
+    marker = "o" if mu.size <= 25 else None
+    (line,) = axes.plot(mu, tau, marker=marker, markersize=3, color=color, label=label)
+    for value in rates.singular_mu:
+        axes.axvline(value, color=line.get_color(), linestyle=":", linewidth=1.0)
+
+
+def _has_plotted_values(axes: "Axes") -> bool:
+    return any(np.any(np.isfinite(np.asarray(line.get_ydata(), dtype=float))) for line in axes.get_lines())
+
+
+def _figure_bytes(figure, provenance: str) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(
+        buffer,
+        format="png",
+        dpi=150,
+        metadata={"Software": f"lora-theory {__version__}", "Description": provenance},
+    )
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+
+    # Keep the bottom strip free for the provenance footer.
+    figure.get_layout_engine().set(rect=(0.0, 0.04, 1.0, 0.96))
+    return figure
+
+
+def _label_log_axes(axes: "Axes", ylabel: str) -> None:
+    axes.set_xlabel(r"pre-training strength $\mu$")
+    axes.set_ylabel(ylabel)
+    if _has_plotted_values(axes):
+        axes.set_yscale("log")
+    else:
+        axes.text(0.5, 0.5, "tau undefined at every mu", transform=axes.transAxes, ha="center", va="center")
+    axes.grid(True, which="major", alpha=0.3)
+
+
+def render_tau_figure(rates: "EscapeRates", command: str) -> bytes:
+    """Render tau(mu) on a log scale as PNG bytes, with singular mu as dotted vertical lines.
+
+    ``command`` is the command line that made the figure. It is printed in the
+    figure's footer and stored in the PNG metadata with the package version.
+    """
+    figure = _new_figure(7.0, 4.5)
+    axes = figure.add_subplot()
+    _draw_tau(axes, rates, label=rf"$\tau(\mu)$, student {rates.student}, teacher {rates.teacher}")
+    if rates.singular_mu:
+        axes.plot([], [], color="gray", linestyle=":", label=r"singular $\mu$: $A(\mu) = 0$")
+
+    _label_log_axes(axes, rf"escape time $\tau$, time unit {rates.time_unit}")
+    axes.set_title(describe_time_unit(rates.time_unit, rates.student), fontsize=9)
+    axes.legend(fontsize=8)
+
+    provenance = f"made by: {command} (lora-theory {__version__})"
+    figure.text(0.01, 0.005, provenance, fontsize=6, color="gray", ha="left", va="bottom")
+    return _figure_bytes(figure, provenance)
+
+
+# ---------------------------------------------------------------------------
+# The default report
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One activation of the report: its spec, time unit, figure panel and rates."""
+
+    spec: str
+    time_unit: str
+    panel: str
+    rates: "EscapeRates"
+
+
+def compute_report(
+    mu: np.ndarray | None = None,
+    activations: Sequence[tuple[str, str, str]] = REPORT_ACTIVATIONS,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[ReportEntry]:
+    """Compute the escape rates of every report activation (student = teacher).
+
+    Parameters
+    ----------
+    mu:
+        Grid of shape ``(n,)``; defaults to :data:`REPORT_MU_GRID`.
+    activations:
+        ``(spec, time_unit, panel)`` triples; ``panel`` is ``"standard"`` or
+        ``"hermite"``.
+    progress:
+        Called as ``progress(index, total, spec)`` before each activation.
+    """
+    from .rates import escape_rates
+
+    grid = parse_grid(REPORT_MU_GRID) if mu is None else np.asarray(mu, dtype=float)
+    entries = []
+    for index, (spec, time_unit, panel) in enumerate(activations):
+        if progress is not None:
+            progress(index, len(activations), spec)
+        rates = escape_rates(spec, None, mu=grid, time_unit=time_unit)
+        entries.append(ReportEntry(spec, time_unit, panel, rates))
+    return entries
+
+
+def _report_csv(entries: Sequence[ReportEntry]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("activation",) + ("time_unit",) + RATE_COLUMNS)
+    for entry in entries:
+        for row in _rows(entry.rates):
+            cells = ["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS]
+            writer.writerow([entry.spec, entry.time_unit] + cells)
+    return buffer.getvalue()
+
+
+_PANEL_TITLES = {
+    "standard": "standard activations, time unit plain (t = eta * steps)",
+    "hermite": "Hermite activations He_k, time unit hermite (rates / (k! * k))",
+}
+
+
+def _report_figure(entries: Sequence[ReportEntry], command: str) -> bytes:
+    figure = _new_figure(12.0, 4.8)
+    panels = {name: figure.add_subplot(1, 2, index + 1) for index, name in enumerate(_PANEL_TITLES)}
+
+    for entry in entries:
+        _draw_tau(panels[entry.panel], entry.rates, label=entry.spec)
+
+    for name, axes in panels.items():
+        _label_log_axes(axes, rf"escape time $\tau(\mu)$, time unit {'plain' if name == 'standard' else 'hermite'}")
+        axes.set_title(_PANEL_TITLES[name], fontsize=9)
+        if any(entry.rates.singular_mu for entry in entries if entry.panel == name):
+            axes.plot([], [], color="gray", linestyle=":", label=r"singular $\mu$ ($A = 0$)")
+        if axes.get_lines():
+            axes.legend(fontsize=8)
+
+    provenance = f"made by: {command} (lora-theory {__version__}); student = teacher in every curve"
+    figure.text(0.01, 0.003, provenance, fontsize=6, color="gray", ha="left", va="bottom")
+    return _figure_bytes(figure, provenance)
+
+
+def _tau_extremes(rates: "EscapeRates") -> tuple[str, str]:
+    tau = np.asarray(rates.tau, dtype=float)
+    mu = np.asarray(rates.mu, dtype=float)
+    finite = np.isfinite(tau)
+    if not finite.any():
+        return "undefined", "undefined"
+    low = int(np.nanargmin(np.where(finite, tau, np.nan)))
+    high = int(np.nanargmax(np.where(finite, tau, np.nan)))
+    return f"{tau[low]:.4g} (mu = {mu[low]:.4g})", f"{tau[high]:.4g} (mu = {mu[high]:.4g})"
+
+
+def _report_summary(entries: Sequence[ReportEntry], command: str) -> str:
+    mu = np.asarray(entries[0].rates.mu, dtype=float) if entries else np.array([np.nan])
+    lines = [
+        "# lora-theory report",
+        "",
+        "Search-phase escape time tau(mu) = 1 / lambda_plus(mu) of the aligned rank-1 LoRA model,",
+        f"student equal to teacher, at {mu.size} values of mu in {_grid_span(mu)}.",
+        "Singular mu are the zeros of A(mu) in that range: there the linear escape rate vanishes",
+        "and tau diverges like (mu - mu_s)^-2.",
+        "",
+        "| activation | time unit | singular mu (A(mu) = 0) | rows undefined | min tau | max tau |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        singular = _format_singular(entry.rates.singular_mu) or "none"
+        undefined = int(np.sum(~np.isfinite(np.asarray(entry.rates.tau, dtype=float))))
+        lowest, highest = _tau_extremes(entry.rates)
+        lines.append(f"| {entry.spec} | {entry.time_unit} | {singular} | {undefined} | {lowest} | {highest} |")
+
+    lines += [
+        "",
+        "Time units: plain is t = eta * steps. hermite divides the rates of a student He_k by",
+        "k! * k, so tau is k! * k times its plain value.",
+        "",
+        "## Files",
+        "",
+        "| file | contents | made by | lora-theory version |",
+        "|---|---|---|---|",
+        f"| {REPORT_CSV} | long format: activation, time_unit, mu, A, B, lambda_plus, tau (empty where undefined) | `{command}` | {__version__} |",
+        f"| {REPORT_FIGURE} | tau(mu) on a log scale, standard activations left, Hermite right, singular mu dotted | `{command}` | {__version__} |",
+        f"| {REPORT_SUMMARY} | this summary | `{command}` | {__version__} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: str | os.PathLike, entries: Sequence[ReportEntry], command: str) -> list[Path]:
+    """Write the report CSV, figure and Markdown summary into ``directory``.
+
+    The folder is created if missing. All three files are rendered in memory
+    first and then written with :func:`atomic_write_files`, so a failure while
+    rendering leaves the folder unchanged. ``command`` is the command line
+    recorded as the provenance of each file.
+
+    Returns the paths written: CSV, figure, summary.
+    """
+    folder = Path(directory)
+    contents = {
+        folder / REPORT_CSV: _report_csv(entries).encode("utf-8"),
+        folder / REPORT_FIGURE: _report_figure(entries, command),
+        folder / REPORT_SUMMARY: _report_summary(entries, command).encode("utf-8"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_files(contents)
