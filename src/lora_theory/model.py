@@ -94,7 +94,21 @@ class AlignedRankOne:
         return (-projection * hessian).applyfunc(sp.expand)
 
     def substitute(self, expression: sp.Expr) -> sp.Expr:
-        """Express a function of (Q, R) in the state and parameters."""
+        """Express a function of (Q, R) in the state and parameters.
+
+        Radicals of the conditional variance Q - R^2 are replaced by their
+        factored form (here u^2 (1 - m^2)) first: evaluating Q - R^2 in floating
+        point near perfect correlation loses all digits, and its square root
+        would turn rounding of size 1e-16 into errors of size 1e-8.
+        """
+        residual = sp.factor(self.covariance[Q] - self.covariance[R] ** 2)
+
+        def radical(power):
+            return sp.powdenest(residual**power.exp, force=False)
+
+        expression = expression.replace(
+            lambda e: e.is_Pow and not e.exp.is_Integer and sp.expand(e.base - (Q - R**2)) == 0, radical
+        )
         return expression.subs(self.covariance, simultaneous=True)
 
 
