@@ -1,8 +1,72 @@
-"""lora-theory: rank-1 LoRA fine-tuning on single-index models."""
+"""lora-theory: rank-1 LoRA fine-tuning on single-index models.
+
+A pre-trained weight ``w0 = mu w*`` is fine-tuned by a rank-1 adapter
+``u v`` with one-pass SGD towards the teacher ``y = sigma_star(<w*, x>)``
+(G. Nwemadji, B. Loureiro, J. Barbier, "When pre-training hurts LoRA
+fine-tuning: a dynamical analysis via single-index models",
+arXiv:2602.02855, 2026). The package derives the population loss and the
+summary-statistic flow symbolically, generates NumPy code from them and
+computes the escape rates of the search phase.
+
+Conventions: probabilists' Hermite polynomials ``He_k``
+(``E[He_j He_k] = k! delta_jk``); ``Var lam = Q``, ``Cov(lam, lam*) = R``,
+``Var lam* = 1``; time ``t = eta * steps``, samples ``= B * steps``.
+
+=======================  ==========================  ====================================
+Symbol                   Identifier                  Meaning
+=======================  ==========================  ====================================
+sigma, sigma*            ``student``, ``teacher``    activations (spec strings)
+mu                       ``mu``                      pre-training strength, w0 = mu w*
+u, m                     ``u``, ``m``                LoRA scale, overlap <v, w*>
+kappa                    ``kappa``                   noise ratio eta d / B
+Q, R                     ``Q``, ``R``                Var lam, Cov(lam, lam*)
+L(Q, R), L(u, m; mu)     ``loss``, ``loss_state``    population loss
+E[g^2]                   ``gradient_second_moment``  g = (sigma - sigma*) sigma'
+A, B                     ``A``, ``B``                linearisation [[B, A], [A, 0]]
+lambda_+                 ``lambda_plus``             unstable eigenvalue
+tau                      ``tau``                     1 / lambda_plus
+t_exit                   ``exit_time``               linear estimate of the escape time
+=======================  ==========================  ====================================
+"""
 
 from importlib.metadata import PackageNotFoundError, version
+
+from ._errors import (
+    ActivationError,
+    GridError,
+    LoraTheoryError,
+    ParameterError,
+    SingularPointError,
+    TimeUnitError,
+)
+from .activations import Activation, parse_activation
+from .derivation import Derivation, derive
+from .expectations import expectation_1d, pair_expectation
+from .flow import FlowFunctions, flow_functions
+from .rates import EscapeRates, escape_rates, exit_time
 
 try:
     __version__ = version("lora-theory")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
+
+__all__ = [
+    "Activation",
+    "ActivationError",
+    "Derivation",
+    "EscapeRates",
+    "FlowFunctions",
+    "GridError",
+    "LoraTheoryError",
+    "ParameterError",
+    "SingularPointError",
+    "TimeUnitError",
+    "derive",
+    "escape_rates",
+    "exit_time",
+    "expectation_1d",
+    "flow_functions",
+    "pair_expectation",
+    "parse_activation",
+    "__version__",
+]

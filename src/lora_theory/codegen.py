@@ -13,6 +13,8 @@ polynomials near ``mu = 1``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Callable, Sequence
 
@@ -22,7 +24,7 @@ import sympy as sp
 
 from .kernels import evaluate_kernel
 
-__all__ = ["generate", "generate_polynomial"]
+__all__ = ["generate", "generate_polynomial", "serialise", "deserialise"]
 
 _MODULES = [{"evaluate_kernel": evaluate_kernel}, "scipy", "numpy"]
 
@@ -42,10 +44,13 @@ def _provenance(name: str, arguments: Sequence[sp.Symbol], expression: sp.Expr) 
     )
 
 
-def generate(expression: sp.Expr, arguments: Sequence[sp.Symbol], name: str) -> Callable[..., np.ndarray]:
-    """Vectorised NumPy callable of ``expression`` in ``arguments``."""
-    function = sp.lambdify(list(arguments), expression, modules=_MODULES, cse=True)
+@functools.lru_cache(maxsize=1)
+def _namespace() -> dict:
+    """The global namespace that sympy.lambdify gives code printed for _MODULES."""
+    return dict(sp.lambdify([], 0, modules=_MODULES).__globals__)
 
+
+def _wrap(function, name: str, description: str, source: str, arguments: Sequence[str]):
     def evaluate(*values):
         values = [np.asarray(value, dtype=float) for value in values]
         shape = np.broadcast_shapes(*(value.shape for value in values))
@@ -55,7 +60,23 @@ def generate(expression: sp.Expr, arguments: Sequence[sp.Symbol], name: str) -> 
 
     evaluate.__name__ = name
     evaluate.__qualname__ = name
-    evaluate.__doc__ = _provenance(name, arguments, expression)
+    evaluate.__doc__ = description
+    evaluate.source = source
+    evaluate.serialised = {"kind": "code", "name": name, "doc": description, "source": source, "arguments": list(arguments)}
+    return evaluate
+
+
+def generate(expression: sp.Expr, arguments: Sequence[sp.Symbol], name: str) -> Callable[..., np.ndarray]:
+    """Vectorised NumPy callable of ``expression`` in ``arguments``.
+
+    The callable has the attributes ``expression`` (the SymPy expression),
+    ``source`` (the generated Python code) and ``serialised`` (a plain dict
+    that :func:`deserialise` turns back into the callable without SymPy work).
+    """
+    function = sp.lambdify(list(arguments), expression, modules=_MODULES, cse=True)
+    evaluate = _wrap(
+        function, name, _provenance(name, arguments, expression), inspect.getsource(function), [str(a) for a in arguments]
+    )
     evaluate.expression = expression
     return evaluate
 
@@ -70,9 +91,16 @@ def generate_polynomial(expression: sp.Expr, variable: sp.Symbol, name: str) -> 
     """
     polynomial = sp.Poly(expression, variable)
     exact = [sp.Rational(coefficient) for coefficient in polynomial.all_coeffs()]
-    coefficients = np.array([float(coefficient) for coefficient in exact])
+    description = _provenance(name, [variable], expression)
+    evaluate = _polynomial_callable([(str(c.p), str(c.q)) for c in exact], name, description)
+    evaluate.expression = expression
+    return evaluate
+
+
+def _polynomial_callable(fractions_text, name: str, description: str):
+    fractions = [(int(p), int(q)) for p, q in fractions_text]
+    coefficients = np.array([p / q for p, q in fractions], dtype=float)
     absolute = np.abs(coefficients)
-    fractions = [(int(c.p), int(c.q)) for c in exact]
 
     def evaluate(values):
         x = np.asarray(values, dtype=float)
@@ -80,25 +108,43 @@ def generate_polynomial(expression: sp.Expr, variable: sp.Symbol, name: str) -> 
         magnitude = np.polyval(absolute, np.abs(x))
         with np.errstate(divide="ignore", invalid="ignore"):
             condition = magnitude / np.abs(value)
-        suspicious = ~(condition * np.finfo(float).eps <= POLYNOMIAL_TOLERANCE)
-        if np.any(suspicious & np.isfinite(x)):
+        suspicious = ~(condition * np.finfo(float).eps <= POLYNOMIAL_TOLERANCE) & np.isfinite(x)
+        if np.any(suspicious):
             value = np.array(value, dtype=float, copy=True)
-            for index in zip(*np.nonzero(suspicious & np.isfinite(x))):
-                point = x[index]
-                digits = 15 + (int(math.log10(condition[index])) if np.isfinite(condition[index]) else 40) + 5
-                with mpmath.workdps(min(digits, 400)):
-                    point_mp = mpmath.mpf(float(point))
-                    total = mpmath.mpf(0)
-                    for numerator, denominator in fractions:
-                        total = total * point_mp + mpmath.mpf(numerator) / denominator
-                    value[index] = float(total)
+            for index in zip(*np.nonzero(suspicious)):
+                digits = 20 + (int(math.log10(condition[index])) if np.isfinite(condition[index]) else 40)
+                value[index] = _horner_mpmath(fractions, float(x[index]), min(digits, 400))
         return np.asarray(value, dtype=float).reshape(x.shape)
 
     evaluate.__name__ = name
     evaluate.__qualname__ = name
-    evaluate.__doc__ = _provenance(name, [variable], expression) + (
+    evaluate.__doc__ = description + (
         "\nPolynomial path: float64 Horner evaluation, with mpmath where cancellation "
         f"would exceed a relative error of {POLYNOMIAL_TOLERANCE:g}."
     )
-    evaluate.expression = expression
+    evaluate.serialised = {"kind": "polynomial", "name": name, "doc": description, "coefficients": list(fractions_text)}
     return evaluate
+
+
+def _horner_mpmath(fractions, point: float, digits: int) -> float:
+    with mpmath.workdps(digits):
+        point_mp = mpmath.mpf(point)
+        total = mpmath.mpf(0)
+        for numerator, denominator in fractions:
+            total = total * point_mp + mpmath.mpf(numerator) / denominator
+        return float(total)
+
+
+def serialise(function) -> dict:
+    """Plain-data form of a generated callable (for the on-disk cache)."""
+    return dict(function.serialised)
+
+
+def deserialise(data: dict):
+    """Rebuild a callable from :func:`serialise` output without any SymPy work."""
+    if data["kind"] == "polynomial":
+        return _polynomial_callable(data["coefficients"], data["name"], data["doc"])
+    namespace = dict(_namespace())
+    exec(data["source"], namespace)  # noqa: S102 - code this package generated and cached
+    function = namespace["_lambdifygenerated"]
+    return _wrap(function, data["name"], data["doc"], data["source"], data["arguments"])

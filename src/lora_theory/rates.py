@@ -34,8 +34,9 @@ from scipy.optimize import brentq
 
 from ._errors import ParameterError, TimeUnitError
 from .activations import parse_activation
-from .codegen import generate, generate_polynomial
-from .derivation import Derivation, derive
+from . import cache
+from .codegen import deserialise, generate, generate_polynomial, serialise
+from .derivation import FORMAT_VERSION, Derivation, derive
 from .model import mu as MU
 
 __all__ = ["EscapeRates", "escape_rates", "exit_time", "rate_functions", "TIME_UNITS"]
@@ -89,27 +90,60 @@ class EscapeRates:
 
 @dataclass(frozen=True)
 class RateFunctions:
-    """Generated callables A(mu), B(mu) (plain time unit) and their derivation."""
+    """Generated callables A(mu), B(mu) in the plain time unit.
 
-    derivation: Derivation
+    ``real_roots`` holds every real zero of A when A is a polynomial (else
+    ``None``); ``exact`` says whether A and B are closed forms.
+    """
+
+    student: object
+    teacher: object
     A: Callable[[np.ndarray], np.ndarray]
     B: Callable[[np.ndarray], np.ndarray]
+    real_roots: Optional[tuple]
+    exact: bool
+
+    @property
+    def derivation(self) -> Derivation:
+        """The symbolic derivation behind the callables (loaded on first use)."""
+        return derive(self.student, self.teacher)
+
+
+def _is_polynomial_in_mu(expression: sp.Expr) -> bool:
+    return expression.free_symbols <= {MU} and bool(expression.is_polynomial(MU))
 
 
 def _callable(expression: sp.Expr, name: str):
-    if expression.free_symbols <= {MU} and expression.is_polynomial(MU):
+    if _is_polynomial_in_mu(expression):
         return generate_polynomial(expression, MU, name)
     return generate(expression, [MU], name)
 
 
 @functools.lru_cache(maxsize=256)
 def _rate_functions(student_canonical: str, teacher_canonical: str, student, teacher) -> RateFunctions:
+    key_fields = {"format": FORMAT_VERSION, "student": student_canonical, "teacher": teacher_canonical}
+    stored = cache.load("rates", key_fields)
+    if stored is not None:
+        roots = None if stored["real_roots"] is None else tuple(stored["real_roots"])
+        return RateFunctions(student, teacher, deserialise(stored["A"]), deserialise(stored["B"]), roots, stored["exact"])
+
     derivation = derive(student, teacher)
-    return RateFunctions(derivation, _callable(derivation.A, "A"), _callable(derivation.B, "B"))
+    A = _callable(derivation.A, "A")
+    B = _callable(derivation.B, "B")
+    roots = None
+    if _is_polynomial_in_mu(derivation.A) and not derivation.A.is_zero:
+        roots = tuple(sorted(float(root.evalf(30)) for root in sp.Poly(derivation.A, MU).real_roots()))
+    functions = RateFunctions(student, teacher, A, B, roots, derivation.rates_exact)
+    cache.store(
+        "rates",
+        key_fields,
+        {"A": serialise(A), "B": serialise(B), "real_roots": None if roots is None else list(roots), "exact": functions.exact},
+    )
+    return functions
 
 
 def rate_functions(student, teacher=None) -> RateFunctions:
-    """Derive (or load) A(mu) and B(mu) and generate their NumPy callables."""
+    """Derive (or load from the cache) A(mu) and B(mu) and generate their NumPy callables."""
     student = parse_activation(student)
     teacher = student if teacher is None else parse_activation(teacher)
     return _rate_functions(student.canonical, teacher.canonical, student, teacher)
@@ -154,11 +188,9 @@ def _unstable_eigenvalue(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _find_singular(functions: RateFunctions, lower: float, upper: float) -> tuple:
     """Zeros of A(mu) in [lower, upper], to SINGULAR_TOLERANCE."""
-    expression = functions.derivation.A
-    if expression.free_symbols <= {MU} and expression.is_polynomial(MU) and not expression.is_zero:
+    if functions.real_roots is not None:
         roots = []
-        for root in sp.Poly(expression, MU).real_roots():
-            value = float(root.evalf(30))
+        for value in functions.real_roots:
             if lower - SINGULAR_TOLERANCE <= value <= upper + SINGULAR_TOLERANCE:
                 roots.append(min(max(value, lower), upper))
         return tuple(sorted(set(roots)))
@@ -230,7 +262,7 @@ def escape_rates(student, teacher=None, mu=None, time_unit: str = "plain") -> Es
         tau=tau,
         notes=tuple(notes),
         singular_mu=singular,
-        exact=functions.derivation.rates_exact,
+        exact=functions.exact,
     )
 
 
