@@ -427,7 +427,8 @@ def pair_expectation(f: sp.Expr, h: sp.Expr) -> Optional[sp.Expr]:
 # One dimension: piecewise polynomials with arbitrary kinks
 # ---------------------------------------------------------------------------
 
-def _kink_points(expression: sp.Expr) -> list[sp.Expr]:
+def kink_points(expression: sp.Expr) -> list[sp.Expr]:
+    """Sorted real points where Max, Min, Abs, Heaviside or sign in the expression switch branch."""
     points = set()
     for node in sp.preorder_traversal(expression):
         if isinstance(node, (sp.Max, sp.Min)):
@@ -473,7 +474,7 @@ def expectation_1d(f: sp.Expr, variance: sp.Expr = sp.Integer(1)) -> Optional[sp
         return _scaled_expectation(sp.Poly(scaled, Z), sp.Integer(1))
     if variance.is_number:
         try:
-            kinks = _kink_points(scaled)
+            kinks = kink_points(scaled)
         except (_Unsupported, NotImplementedError):
             kinks = None
         if kinks:

@@ -109,7 +109,18 @@ def _compiled(tag: str):
         )
     f_activation = Activation(spec=str(f), expr=f)
     h_activation = Activation(spec=str(h), expr=h)
-    return f_activation.numpy(), h_activation.numpy(), f_activation.kinks, h_activation.kinks
+    return f_activation.numpy(), h_activation.numpy(), _kinks(f), _kinks(h)
+
+
+def _kinks(expression: sp.Expr) -> tuple[float, ...]:
+    from .expectations import kink_points
+
+    try:
+        return tuple(float(point) for point in kink_points(expression))
+    except Exception as error:
+        raise LoraTheoryError(
+            f"cannot locate the kinks of {expression}: arguments of Max, Min, Abs and Heaviside must be linear in z"
+        ) from error
 
 
 def evaluate_kernel(tag: str, variance, covariance) -> np.ndarray:
