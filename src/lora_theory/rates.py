@@ -156,11 +156,11 @@ def validate_mu(mu) -> np.ndarray:
         raise ParameterError(f"mu must be a non-empty 1-D grid of values, got shape {values.shape}")
     bad = values[~np.isfinite(values)]
     if bad.size:
-        raise ParameterError(f"mu must be finite, got {bad[0]!r}")
+        raise ParameterError(f"mu must be finite, got {float(bad[0])!r}")
     outside = values[(values < 0) | (values > 1)]
     if outside.size:
         raise ParameterError(
-            f"mu = {outside[0]!r} is outside [0, 1]; the pre-training strength mu must lie in [0, 1]"
+            f"mu = {float(outside[0])!r} is outside [0, 1]; the pre-training strength mu must lie in [0, 1]"
         )
     return values
 
