@@ -396,3 +396,30 @@ def test_report_into_file_path_fails(capsys, tmp_path, small_report_grid):
     assert status == 1
     assert str(blocker) in err
     assert blocker.read_text() == "a file, not a folder\n"
+
+
+def test_report_default_run(capsys, tmp_path, monkeypatch):
+    # The built-in default, end to end: 8 activations x 200 values of mu in
+    # [0.02, 0.99], written to ./lora-theory-report/ (about 6 s with a cold
+    # derivation cache on a 2-core machine).
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, "report")
+    assert status == 0, err
+
+    folder = tmp_path / "lora-theory-report"
+    assert str(folder) in out
+    with open(folder / "tau.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 8 * 200
+    mu = sorted({float(row["mu"]) for row in rows})
+    assert len(mu) == 200
+    assert mu[0] == pytest.approx(0.02, abs=1e-15)
+    assert mu[-1] == pytest.approx(0.99, abs=1e-15)
+
+    # He3 and He5 learning themselves have a zero of A(mu) inside the range.
+    summary = (folder / "summary.md").read_text()
+    for spec in ("He3", "He5"):
+        line = next(line for line in summary.splitlines() if line.startswith(f"| {spec} |"))
+        singular = line.split("|")[3].strip()
+        assert singular != "none", line
+        assert all(0.02 < float(value) < 0.99 for value in singular.split(","))
