@@ -276,6 +276,17 @@ def test_plot_failure_writes_nothing(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_to_folder_fails(capsys, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    status, out, err = run(capsys, "tau", "--student", "x", "--mu", "0.5", "--output", str(folder))
+    assert status == 1
+    assert out == ""
+    assert f"cannot write {folder}" in err
+    assert list(folder.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["folder"]
+
+
 def test_output_replaces_existing_file(capsys, tmp_path):
     target = tmp_path / "tau.csv"
     target.write_text("old content\n")

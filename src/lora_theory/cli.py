@@ -26,6 +26,7 @@ from . import __version__, outputs
 from ._errors import ActivationError, GridError, LoraTheoryError, ParameterError, TimeUnitError
 from .activations import MAX_HERMITE_DEGREE, Activation, parse_activation
 from .grids import GRID_FORMS, parse_grid
+from .rates import escape_rates
 
 __all__ = ["main"]
 
@@ -176,9 +177,6 @@ def _run_tau(options: argparse.Namespace, command: str) -> int:
         mu = parse_grid(options.mu)
     except GridError as error:
         raise _UsageError(f"--mu: {error}") from error
-
-    # Imported here so that usage errors found above exit before the engine loads.
-    from .rates import escape_rates
 
     # Attribute the engine's domain errors to the option that caused them.
     try:

@@ -35,11 +35,10 @@ import numpy as np
 from . import __version__
 from .activations import parse_activation
 from .grids import parse_grid
+from .rates import EscapeRates, escape_rates
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from .rates import EscapeRates
 
 __all__ = [
     "atomic_write_bytes",
@@ -108,8 +107,8 @@ def atomic_write_files(contents: Mapping[str | os.PathLike, bytes]) -> list[Path
     Raises
     ------
     OSError
-        When a temporary file cannot be created or written (``filename`` is
-        then the target path), or a rename fails. A rename failure can leave
+        When a temporary file cannot be created or written, or a rename
+        fails. ``filename`` is the target path. A rename failure can leave
         earlier targets of the same call replaced.
     """
     targets = [Path(path) for path in contents]
@@ -133,7 +132,10 @@ def atomic_write_files(contents: Mapping[str | os.PathLike, bytes]) -> list[Path
 
         # Phase 2: move them into place.
         for target, name in zip(targets, list(temporary)):
-            os.replace(name, target)
+            try:
+                os.replace(name, target)
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, str(target)) from error
             temporary.remove(name)
     finally:
         for leftover in temporary:
@@ -196,13 +198,8 @@ def _grid_span(mu: np.ndarray) -> str:
     return f"[{float(np.min(mu)):.6g}, {float(np.max(mu)):.6g}]"
 
 
-def _notes(rates: "EscapeRates") -> list[str | None]:
-    notes = list(getattr(rates, "notes", ()) or ())
-    return notes + [None] * (len(rates.mu) - len(notes))
-
-
-def _rows(rates: "EscapeRates") -> list[dict[str, float | None]]:
-    # Normalise whatever the engine returns: Python floats, None where undefined.
+def _rows(rates: EscapeRates) -> list[dict[str, float | None]]:
+    # Python floats, and None for any value that is not finite.
     return [{column: _finite_or_none(row.get(column)) for column in RATE_COLUMNS} for row in rates.rows()]
 
 
@@ -211,15 +208,15 @@ def _rows(rates: "EscapeRates") -> list[dict[str, float | None]]:
 # ---------------------------------------------------------------------------
 
 
-def format_table(rates: "EscapeRates") -> str:
+def format_table(rates: EscapeRates) -> str:
     """Render a fixed-width text table with a header naming specs and time unit.
 
     Undefined entries read ``undefined`` and the last column gives the reason.
     A closing line lists the singular mu (zeros of A) inside the grid's range.
     """
-    header = ("mu", "A", "B", "lambda_plus", "tau")
+    header = RATE_COLUMNS
     body = []
-    for row, note in zip(_rows(rates), _notes(rates)):
+    for row, note in zip(_rows(rates), rates.notes):
         cells = [_format_number(row[column]) for column in RATE_COLUMNS]
         body.append((cells, note or ""))
 
@@ -243,7 +240,7 @@ def format_table(rates: "EscapeRates") -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_csv(rates: "EscapeRates") -> str:
+def format_csv(rates: EscapeRates) -> str:
     """Render CSV with columns ``mu, A, B, lambda_plus, tau, note``.
 
     Undefined values are empty cells and ``note`` gives the reason. Numbers
@@ -252,12 +249,12 @@ def format_csv(rates: "EscapeRates") -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RATE_COLUMNS + ("note",))
-    for row, note in zip(_rows(rates), _notes(rates)):
+    for row, note in zip(_rows(rates), rates.notes):
         writer.writerow(["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS] + [note or ""])
     return buffer.getvalue()
 
 
-def format_json(rates: "EscapeRates") -> str:
+def format_json(rates: EscapeRates) -> str:
     """Render the JSON object of the ``tau`` command.
 
     The object is ``{"student", "teacher", "time_unit", "rows", "singular_mu"}``
@@ -280,13 +277,13 @@ def format_json(rates: "EscapeRates") -> str:
 # ---------------------------------------------------------------------------
 
 
-def _plottable_tau(rates: "EscapeRates") -> np.ndarray:
+def _plottable_tau(rates: EscapeRates) -> np.ndarray:
     # nan breaks the line, so an undefined tau shows as a gap, not a jump.
     tau = np.asarray(rates.tau, dtype=float)
     return np.where(np.isfinite(tau) & (tau > 0), tau, np.nan)
 
 
-def _draw_tau(axes: "Axes", rates: "EscapeRates", label: str, color=None) -> None:
+def _draw_tau(axes: "Axes", rates: EscapeRates, label: str, color=None) -> None:
     mu = np.asarray(rates.mu, dtype=float)
     tau = _plottable_tau(rates)
     marker = "o" if mu.size <= 25 else None
@@ -332,7 +329,7 @@ def _label_log_axes(axes: "Axes", ylabel: str) -> None:
     axes.grid(True, which="major", alpha=0.3)
 
 
-def render_tau_figure(rates: "EscapeRates", command: str) -> bytes:
+def render_tau_figure(rates: EscapeRates, command: str) -> bytes:
     """Render tau(mu) on a log scale as PNG bytes, with singular mu as dotted vertical lines.
 
     ``command`` is the command line that made the figure. It is printed in the
@@ -365,7 +362,7 @@ class ReportEntry:
     spec: str
     time_unit: str
     panel: str
-    rates: "EscapeRates"
+    rates: EscapeRates
 
 
 def compute_report(
@@ -385,8 +382,6 @@ def compute_report(
     progress:
         Called as ``progress(index, total, spec)`` before each activation.
     """
-    from .rates import escape_rates
-
     grid = parse_grid(REPORT_MU_GRID) if mu is None else np.asarray(mu, dtype=float)
     entries = []
     for index, (spec, time_unit, panel) in enumerate(activations):
@@ -434,7 +429,7 @@ def _report_figure(entries: Sequence[ReportEntry], command: str) -> bytes:
     return _figure_bytes(figure, provenance)
 
 
-def _tau_extremes(rates: "EscapeRates") -> tuple[str, str]:
+def _tau_extremes(rates: EscapeRates) -> tuple[str, str]:
     tau = np.asarray(rates.tau, dtype=float)
     mu = np.asarray(rates.mu, dtype=float)
     finite = np.isfinite(tau)
