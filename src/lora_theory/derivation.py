@@ -38,7 +38,7 @@ from .model import ALIGNED_RANK_ONE, AlignedRankOne, mu
 __all__ = ["Derivation", "derive"]
 
 #: Bumped whenever the content of a cached derivation changes meaning.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -97,11 +97,13 @@ class AlignedRankOne:
         """Express a function of (Q, R) in the state and parameters.
 
         Radicals of the conditional variance Q - R^2 are replaced by their
-        factored form (here u^2 (1 - m^2)) first: evaluating Q - R^2 in floating
-        point near perfect correlation loses all digits, and its square root
-        would turn rounding of size 1e-16 into errors of size 1e-8.
+        factored form (here u^2 (1 - m^2)) first, and the angle
+        acos(R / sqrt(Q)) by atan2(sqrt(Q - R^2), R): evaluating Q - R^2 or
+        acos near 1 in floating point near perfect correlation would turn
+        rounding of size 1e-16 into errors of size 1e-8.
         """
         residual = sp.factor(self.covariance[Q] - self.covariance[R] ** 2)
+        expression = expression.subs(sp.acos(R / sp.sqrt(Q)), sp.atan2(sp.sqrt(Q - R**2), R))
 
         def radical(power):
             return sp.powdenest(residual**power.exp, force=False)
