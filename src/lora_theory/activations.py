@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
+import mpmath
 import numpy as np
 import sympy as sp
 
@@ -252,6 +253,62 @@ class Activation:
     def numpy(self, order: int = 0) -> Callable[[np.ndarray], np.ndarray]:
         """Vectorised NumPy callable of the ``order``-th derivative."""
         return _numpy_callable(self.derivative_expr(order))
+
+    def mpmath(self, order: int = 0) -> Callable:
+        """Scalar mpmath callable of the ``order``-th derivative (Heaviside takes 1/2 at its kink).
+
+        Raises
+        ------
+        ActivationError
+            When the derivative contains a Dirac delta, which has no pointwise value.
+        """
+        expression = self.derivative_expr(order)
+        if expression.has(sp.DiracDelta):
+            raise ActivationError(
+                f"derivative {order} of activation {self.spec!r} contains a Dirac delta at the "
+                f"kinks {self.kinks} and has no pointwise value; use a lower order or handle the "
+                "delta analytically (Gaussian integration by parts)."
+            )
+        function = sp.lambdify(Z, expression, modules="mpmath")
+
+        def evaluate(value):
+            return mpmath.mpf(function(mpmath.mpf(value)))
+
+        evaluate.__doc__ = f"mpmath f(z) = {expression}"
+        return evaluate
+
+    @cached_property
+    def kinks(self) -> tuple[float, ...]:
+        """Sorted real points where the expression is not smooth.
+
+        They are the zeros of the arguments of ``Abs``, ``Heaviside`` and
+        ``sign``, and the points where two arguments of ``Max`` or ``Min``
+        are equal. With three or more arguments some of those points can be
+        smooth, which costs a quadrature split but no accuracy.
+
+        Raises
+        ------
+        ActivationError
+            When such an argument is not linear in ``z``.
+        """
+        arguments: list[sp.Expr] = []
+        for node in sp.preorder_traversal(self.expr):
+            if isinstance(node, (sp.Max, sp.Min)):
+                arguments.extend(a - b for i, a in enumerate(node.args) for b in node.args[i + 1:])
+            elif isinstance(node, (sp.Abs, sp.Heaviside, sp.sign)):
+                arguments.append(node.args[0])
+
+        points = set()
+        for argument in arguments:
+            argument = sp.expand(argument)
+            if not argument.is_polynomial(Z) or sp.degree(argument, Z) > 1:
+                raise ActivationError(
+                    f"cannot determine the kink location of {argument} in activation "
+                    f"{self.spec!r}: only arguments linear in z are supported."
+                )
+            if sp.degree(argument, Z) == 1:
+                points.add(float(sp.solve(argument, Z)[0]))
+        return tuple(sorted(points))
 
     def __call__(self, values) -> np.ndarray:
         return self.numpy(0)(values)
