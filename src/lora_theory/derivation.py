@@ -38,7 +38,7 @@ from .model import ALIGNED_RANK_ONE, AlignedRankOne, mu
 __all__ = ["Derivation", "derive"]
 
 #: Bumped whenever the content of a cached derivation changes meaning.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,10 @@ def _derive(student: Activation, teacher: Activation, model: AlignedRankOne) -> 
     loss_state = model.substitute(loss)
 
     # Linearisation at the search point: [[B, A], [A, 0]].
-    at_point = {entry: model.substitute(partial).subs(model.search_point) for entry, partial in partials.items()}
+    # Substitute the covariance at the search point directly (Q = mu^2, R = mu), where acos(R / sqrt(Q))
+    # and sqrt(Q - R^2) simplify to 0 exactly.
+    covariance_at_point = {entry: value.subs(model.search_point) for entry, value in model.covariance.items()}
+    at_point = {entry: partial.subs(covariance_at_point, simultaneous=True) for entry, partial in partials.items()}
     jacobian = model.search_jacobian(at_point)
     B = sp.simplify(jacobian[0, 0]) if not jacobian[0, 0].has(GaussianKernel) else jacobian[0, 0]
     A = sp.simplify(jacobian[0, 1]) if not jacobian[0, 1].has(GaussianKernel) else jacobian[0, 1]
