@@ -1,0 +1,98 @@
+"""Singular pre-training strengths: zeros of A(mu) and the critical initial alignment.
+
+Convention: aligned rank-1 model, time ``t = eta * steps`` (plain unit),
+``Var lam = Q``, ``Cov(lam, lam*) = R``.
+
+At a zero ``mu_s`` of ``A(mu)`` the linear escape rate vanishes. With
+``B(mu_s) < 0``, ``tau(mu) ~ |B(mu_s)| / (A'(mu_s)^2 (mu - mu_s)^2)`` on
+both sides (expand ``tau = (-B + sqrt(B^2 + 4 A^2)) / (2 A^2)`` for small A).
+With ``B(mu_s) > 0``, tau stays finite (``tau -> 1 / B``) but the overlap
+still does not move at linear order.
+
+At ``mu_s`` the line ``u = 0`` is invariant (``du/dt = A m = 0`` there),
+and the growth rate of ``u`` along it is
+
+    g(m) = -d^2 L / du^2 (0, m) = B + c m^2,
+    c = -(4 mu^2 L_QQ + 4 mu L_QR + L_RR)  at (Q, R) = (mu^2, mu),
+
+because ``dQ/du = 2 mu m``, ``dR/du = m`` and ``d^2 Q / du^2 = 2`` at
+``u = 0``. From a small ``u0`` the flow stays frozen on ``u = 0`` when
+``g(m0) < 0`` and leaves it when ``g(m0) > 0``: the critical initial
+alignment is ``m_c = sqrt(-B / c)`` when that lies in (0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import sympy as sp
+
+from .codegen import generate
+from .derivation import derive
+from .expectations import Q, R
+from .model import mu as MU
+from .rates import escape_rates, validate_mu
+
+__all__ = ["SingularPoint", "singular_points"]
+
+
+@dataclass(frozen=True)
+class SingularPoint:
+    """A zero ``mu`` of A(mu) with the local behaviour of the flow (plain time unit)."""
+
+    mu: float
+    A_slope: float
+    B: float
+    growth_curvature: float
+    tau_prefactor: Optional[float]
+    critical_alignment: Optional[float]
+
+    def describe(self) -> str:
+        """One line for tables: the divergence law and m_c."""
+        if self.tau_prefactor is not None:
+            law = f"tau ~ {self.tau_prefactor:.6g} (mu - {self.mu:.10g})^-2"
+        else:
+            law = f"tau -> 1/B = {1 / self.B:.6g} (B > 0), no linear motion of m"
+        if self.critical_alignment is not None:
+            alignment = f"escapes from u0 -> 0 only if |m0| > m_c = {self.critical_alignment:.6g}"
+        else:
+            alignment = "no critical alignment in (0, 1]"
+        return f"mu_s = {self.mu:.10g}: {law}; {alignment}"
+
+
+def _local_expressions(student, teacher):
+    derivation = derive(student, teacher)
+    at_point = {Q: MU**2, R: MU}
+    loss = derivation.loss
+    curvature = -(4 * MU**2 * sp.diff(loss, Q, 2) + 4 * MU * sp.diff(loss, Q, R) + sp.diff(loss, R, 2))
+    curvature = curvature.subs(at_point, simultaneous=True)
+    return derivation, sp.diff(derivation.A, MU), curvature
+
+
+def singular_points(student, teacher=None, mu_range=(0.0, 1.0)) -> tuple[SingularPoint, ...]:
+    """Zeros of A(mu) in ``mu_range`` with the tau prefactor and the critical alignment m_c.
+
+    Example: He3 learning He3 has mu_s = 0.3207243 and m_c = 0.58193.
+    """
+    lower, upper = validate_mu(mu_range)[[0, -1]]
+    located = escape_rates(student, teacher, mu=np.array([lower, upper])).singular_mu
+    if not located:
+        return ()
+    derivation, slope, curvature = _local_expressions(student, teacher)
+    slope_function = generate(slope, [MU], "A_slope")
+    curvature_function = generate(curvature, [MU], "growth_curvature")
+    B_function = generate(derivation.B, [MU], "B")
+
+    points = []
+    for value in located:
+        A_slope = float(slope_function(value))
+        B = float(B_function(value))
+        c = float(curvature_function(value))
+        prefactor = abs(B) / A_slope**2 if B < 0 and A_slope != 0 else None
+        critical = None
+        if c != 0 and 0 < -B / c <= 1:
+            critical = float(np.sqrt(-B / c))
+        points.append(SingularPoint(float(value), A_slope, B, c, prefactor, critical))
+    return tuple(points)
