@@ -47,5 +47,5 @@ def test_describe_names_law_and_alignment():
     (point,) = singular_points("He3", mu_range=(0.02, 0.99))
     text = point.describe()
     assert "(mu - 0.3207243473" in text
-    assert "m_c = 0.58193" in text
+    assert "m_c = 0.5819" in text
     assert np.isfinite(point.tau_prefactor)
