@@ -3,7 +3,7 @@
 Layers, from exact to numerical: closed forms (arc-sine and arc-cosine
 kernels, Stein's identity, Gaussian moments), polynomial exactness of
 Gauss–Hermite, mpmath references at 30 digits, and a property test over
-random (Q, R). Unless a test says otherwise the tolerance is the accuracy
+random (Q, R). Unless a test states otherwise the tolerance is the accuracy
 that the module documents: relative 1e-9, or absolute 1e-12 where the
 expectation is close to zero.
 """

@@ -36,9 +36,9 @@ over standard normal variables truncated to :math:`|y|, |\xi| \le 10`
   outer panels are graded geometrically towards the smoothed kink.
 
 Default resolution: a trapezoidal step of 0.3 (69 nodes on [-10, 10]) and
-Fejér panels of length 2 with 31 nodes each, both divided by the largest
-factor that multiplies the variable inside ``f`` or ``h`` (at least 1),
-rounded up to a quarter octave. A smooth pair at ``Q <= 1`` thus starts
+Fejér panels of length 2 with 31 nodes each. Both are divided by the
+largest factor that multiplies the variable inside ``f`` or ``h`` (at least
+1), rounded up to a quarter octave. A smooth pair at ``Q <= 1`` thus starts
 with 69 x 69 nodes per point.
 
 Error control: both rules are nested, since dropping every other node
@@ -96,18 +96,18 @@ __all__ = [
 
 Function = Callable[[np.ndarray], np.ndarray]
 
-#: Largest ``nodes`` accepted for the Gauss–Hermite rule; NumPy's
+#: Largest ``nodes`` accepted for the Gauss–Hermite rule. NumPy's
 #: ``hermegauss`` loses its weights to overflow a little above 360 nodes.
 MAX_HERMITE_NODES = 300
 
-# Both variables are standard normal; |z| > 10 carries mass 1.5e-23.
+# Both variables are standard normal, and |z| > 10 carries mass 1.5e-23.
 _TRUNCATION = 10.0
 
 # Trapezoidal step and Fejér panel length at unit scale, before refinement.
 _TRAPEZOID_STEP = 0.3
 _PANEL_LENGTH = 2.0
 
-# Fejér nodes per panel; the coarse rule uses the 15 nodes at odd positions.
+# Fejér nodes per panel. The coarse rule uses the 15 nodes at odd positions.
 _FEJER_NODES = 31
 
 # Graded panels around a smoothed kink end at offsets PANEL * 3**-j.
@@ -119,7 +119,7 @@ _MAX_REFINEMENTS = 4
 _MAX_LADDER_INCREMENT = 8
 
 # A point is accepted when the error estimate is at most
-# RELATIVE * |value| + ABSOLUTE * sqrt(E f(lam)^2 E h(lam_star)^2); the square
+# RELATIVE * |value| + ABSOLUTE * sqrt(E f(lam)^2 E h(lam_star)^2). The square
 # root bounds |E f h| by Cauchy-Schwarz and sets the scale of "close to zero".
 _RELATIVE_TOLERANCE = 5e-10
 _ABSOLUTE_TOLERANCE = 5e-13
@@ -180,7 +180,7 @@ def _validate_pair(Q, R) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "Var(lam_star) = 1."
         )
 
-    # Rounding can leave Q - R^2 slightly negative; that is the degenerate case s = 0.
+    # Rounding can leave Q - R^2 slightly negative, which is the degenerate case s = 0.
     s = np.sqrt(np.maximum(Q - R * R, 0.0))
     return Q, R, s
 
@@ -229,7 +229,7 @@ def _normal_density(x: np.ndarray) -> np.ndarray:
 def _trapezoid_rule(step: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``j * step`` on [-10, 10] and the weights of the rules with steps ``step`` and ``2 * step``.
 
-    The weights have shape ``(2, nodes)`` and include the normal density; the
+    The weights have shape ``(2, nodes)`` and include the normal density. The
     coarse rule has weight zero on the nodes it skips.
     """
     half_count = math.ceil(_TRUNCATION / step)
@@ -247,7 +247,7 @@ def _fejer_rule() -> tuple[np.ndarray, np.ndarray]:
     """Fejér's second rule on [-1, 1]: 31 nodes, and weights of shape ``(2, 31)`` of the nested 31- and 15-node rules."""
 
     def rule(count: int) -> tuple[np.ndarray, np.ndarray]:
-        # Nodes cos(k pi / (n + 1)), k = 1..n; the weight formula needs n + 1 even.
+        # Nodes cos(k pi / (n + 1)) for k = 1..n. The weight formula needs n + 1 even.
         theta = np.arange(1, count + 1) * np.pi / (count + 1)
         odd = 2 * np.arange(1, (count + 1) // 2 + 1) - 1
         sums = np.sin(np.outer(theta, odd)) @ (1.0 / odd)
@@ -466,7 +466,7 @@ def _ladder_increment(error: np.ndarray, tolerance: np.ndarray, scale: np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log(scale / target) / np.log(scale / error)
         steps = np.ceil(4.0 * np.log2(1.1 * ratio))
-    # A coarse rule that is off by more than the scale gives no rate: refine by the maximum.
+    # A coarse rule that is off by more than the scale gives no rate, so refine by the maximum.
     steps = np.where((error < scale) & np.isfinite(steps), steps, _MAX_LADDER_INCREMENT)
     steps = np.clip(steps, 1, _MAX_LADDER_INCREMENT).astype(int)
     return np.where(error <= target, 0, steps)
@@ -785,17 +785,19 @@ def pair_expectation_mp(f, h, Q, R, *, kinks_f=(), kinks_h=(), dps: int = 30) ->
     :func:`mpmath.quad` over :math:`\xi` inside :math:`y`, both
     truncated where the normal density falls below :math:`10^{-(dps+10)}`
     and split into segments of length :math:`1/\max(1, |R|)` in y and
-    :math:`1/\max(1, s)` in :math:`\xi`, integrated by Gauss-Legendre. The
-    inner integral is split at :math:`\xi = (c - R y)/s` for each kink
-    ``c`` of ``f``; the outer one at the kinks of ``h`` and at :math:`c / R`,
-    where the inner integral smooths the kinks of ``f``, and then uses
-    tanh-sinh. For ``s = 0`` the
-    expectation is the one-dimensional integral of :math:`f(R y) h(y)`.
+    :math:`1/\max(1, s)` in :math:`\xi`, integrated by Gauss-Legendre.
+    The inner integral is also split at :math:`\xi = (c - R y)/s` for each
+    kink ``c`` of ``f``. The outer one is split at the kinks of ``h`` and at
+    :math:`c / R`, where the inner integral smooths the kinks of ``f``, and
+    then uses tanh-sinh. For ``s = 0`` the expectation is the
+    one-dimensional integral of :math:`f(R y) h(y)`.
 
     ``f`` and ``h`` take and return scalar mpmath numbers; ``Q``, ``R`` and
     the kinks may be floats, integers, numeric strings or mpmath numbers. The
-    work is done with ``dps + 10`` digits. A nested quad costs 10 to 100 s
-    for sharp integrands such as :math:`\tanh(2\lambda)` at ``Q = 4``.
+    work is done with ``dps + 10`` digits. A nested quad is slow: the
+    two-dimensional reference values in the tests took 1 to 5 minutes each
+    at ``dps=20`` on one CPU core, the longest for :math:`\tanh(2\lambda)`
+    at ``Q = 4``. One-dimensional cases (``s = 0``) take under a second.
 
     Warns
     -----
@@ -824,8 +826,8 @@ def pair_expectation_mp(f, h, Q, R, *, kinks_f=(), kinks_h=(), dps: int = 30) ->
             def inner(y):
                 return quadrature.normal(lambda xi: f(R * y + s * xi), [(c - R * y) / s for c in kinks_f], s)
 
-            # The smoothed kinks of f make the outer integrand steep, but analytic, near c / R;
-            # tanh-sinh clusters its nodes at segment ends and resolves that.
+            # The smoothed kinks of f make the outer integrand steep, but analytic, near c / R.
+            # Tanh-sinh clusters its nodes at segment ends and resolves that.
             method = "tanh-sinh" if kinks_f else "gauss-legendre"
             value = quadrature.normal(lambda y: h(y) * inner(y), splits, abs(R), method)
 
