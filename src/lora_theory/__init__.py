@@ -41,9 +41,13 @@ from ._errors import (
 )
 from .activations import Activation, parse_activation
 from .derivation import Derivation, derive
+from .dynamics import FlowTrajectory, integrate_flow
 from .expectations import expectation_1d, pair_expectation
+from .fixed_points import FixedPoint, fixed_points
 from .flow import FlowFunctions, flow_functions
 from .rates import EscapeRates, escape_rates, exit_time
+from .simulation import SimulationResult, simulate
+from .singular import SingularPoint, singular_points
 
 try:
     __version__ = version("lora-theory")
@@ -55,18 +59,26 @@ __all__ = [
     "ActivationError",
     "Derivation",
     "EscapeRates",
+    "FixedPoint",
     "FlowFunctions",
+    "FlowTrajectory",
     "GridError",
     "LoraTheoryError",
     "ParameterError",
+    "SimulationResult",
+    "SingularPoint",
     "SingularPointError",
     "TimeUnitError",
     "derive",
     "escape_rates",
     "exit_time",
     "expectation_1d",
+    "fixed_points",
     "flow_functions",
+    "integrate_flow",
     "pair_expectation",
     "parse_activation",
+    "simulate",
+    "singular_points",
     "__version__",
 ]
