@@ -79,7 +79,7 @@ def search_phase(
 
     escaped = np.isfinite(times)
     if escaped.sum() < 2:
-        raise ParameterError(f"the flow escaped from fewer than two of the m0 values at mu = {mu!r}; raise t_max or m0")
+        raise ParameterError(f"the flow escaped from fewer than two of the m0 values at mu = {mu!r}; use larger m0")
     logarithm = np.log(m_exit / m0[escaped])
     slope, offset = np.polyfit(logarithm, times[escaped], 1)
     return SearchPhaseFit(float(mu), float(kappa), float(m_exit), m0, times, float(slope), float(offset), tau, offset_linear)
@@ -102,7 +102,7 @@ def hermite_coefficient(activation, degree: int) -> float:
 
 
 def information_exponent(teacher, max_degree: int = 30) -> Optional[int]:
-    """The smallest ``k >= 1`` with ``E[sigma*(z) He_k(z)] != 0``, or ``None`` up to ``max_degree``.
+    """Find the smallest ``k >= 1`` with ``E[sigma*(z) He_k(z)] != 0`` (``None`` if none up to ``max_degree``).
 
     A coefficient counts as zero when it is exactly zero (closed forms) or
     below ``1e-10`` times the root-mean-square of the teacher (quadrature).
