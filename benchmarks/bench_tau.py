@@ -142,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_table(options.points)))
         return 0
 
+    # Other processes on the machine distort the times, so record the load.
+    load_before = os.getloadavg()[0]
+
     # --- cold, then warm on the same cache folder -------------------------
     with tempfile.TemporaryDirectory(prefix="lora-theory-bench-") as cache_dir:
         cold = run_child(options.points, cache_dir)
         warm_runs = [run_child(options.points, cache_dir) for _ in range(options.warm_runs)]
 
+    load_after = os.getloadavg()[0]
     warm_seconds = [run["table_seconds"] for run in warm_runs]
     warm_median = statistics.median(warm_seconds)
     differences = sorted({spec for run in warm_runs for spec in compare_results(cold, run)})
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"command: {command}")
     print(f"machine: nproc {machine['nproc']}, {machine['processor']}, Python {machine['python']}, {machine['platform']}")
+    print(f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after")
     print(f"versions: lora-theory {machine['lora_theory']}, numpy {machine['numpy']}, sympy {machine['sympy']}")
     print(f"table: {len(ACTIVATIONS)} activations x {options.points} values of mu in [{MU_START}, {MU_STOP}]")
     print()
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "warm_table_seconds": warm_seconds,
             "import_seconds": [cold["import_seconds"]] + [run["import_seconds"] for run in warm_runs],
             "process_seconds": [cold["process_seconds"]] + [run["process_seconds"] for run in warm_runs],
+            "load_average_1min": {"before": load_before, "after": load_after},
             "targets_seconds": {"cold": COLD_TARGET_SECONDS, "warm": WARM_TARGET_SECONDS},
             "warm_differs_from_cold": differences,
         }
