@@ -18,6 +18,7 @@ PAIRS = [
     ("tanh", "erf"),
     ("He2", "He3^2"),
     ("erf", "x^2"),
+    ("relu(z - 0.1)", "relu"),
 ]
 
 SAMPLES = 400_000

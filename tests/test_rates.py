@@ -11,7 +11,8 @@ from lora_theory.derivation import derive
 from lora_theory.model import mu
 from lora_theory.rates import escape_rates, exit_time
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tau_matching_teacher.csv"
+# Linearised tau(mu) from the authors' public code (truncated Hermite series), copied into tests/data.
+REFERENCE = Path(__file__).resolve().parent / "data" / "tau_matching_teacher.csv"
 
 
 def test_linear_closed_form():
@@ -172,3 +173,26 @@ def test_high_degree_rates_accurate(degree):
     for value, computed in zip(grid, rates.A):
         exact = float(sp.N(A_expression.subs(mu, sp.Rational(str(value))), 40))
         assert abs(computed - exact) <= 1e-12 * abs(exact)
+
+
+def test_shifted_relu_rates_against_mpmath():
+    # Kink at c = 0.1, no closed form: Price's theorem gives a Dirac delta in dL/dQ.
+    # A = -E[(s(mu z) - s(z)) s'(mu z) z]; B = -E[s'(mu z)^2] - (s(c) - s(c/mu)) phi(c/mu) / mu
+    # (the delta term by the sifting property), by 25-digit quadrature split at the kinks.
+    import mpmath
+
+    rates = escape_rates("relu(z - 0.1)", mu=[0.3, 0.6])
+    with mpmath.workdps(25):
+        c = mpmath.mpf("0.1")
+        density = lambda z: mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+        relu = lambda x: max(x - c, 0)  # noqa: E731
+        step = lambda x: 1 if x > c else 0  # noqa: E731
+        for index, value in enumerate([mpmath.mpf("0.3"), mpmath.mpf("0.6")]):
+            breaks = [-mpmath.inf, *sorted([c / value, c]), mpmath.inf]
+            A = -mpmath.quad(lambda z: (relu(value * z) - relu(z)) * step(value * z) * z * density(z), breaks)
+            kink = c / value
+            B = -mpmath.quad(lambda z: step(value * z) * density(z), [-mpmath.inf, kink, mpmath.inf])
+            B -= (relu(value * kink) - relu(kink)) * density(kink) / value
+            # The numerical kernels promise 1e-9 relative.
+            assert abs(rates.A[index] - float(A)) <= 1e-9 * abs(float(A))
+            assert abs(rates.B[index] - float(B)) <= 1e-9 * abs(float(B))

@@ -22,11 +22,11 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .kernels import evaluate_kernel
+from .kernels import evaluate_delta_kernel, evaluate_kernel
 
 __all__ = ["generate", "generate_polynomial", "serialise", "deserialise"]
 
-_MODULES = [{"evaluate_kernel": evaluate_kernel}, "scipy", "numpy"]
+_MODULES = [{"evaluate_kernel": evaluate_kernel, "evaluate_delta_kernel": evaluate_delta_kernel}, "scipy", "numpy"]
 
 #: Relative rounding error accepted from the float64 evaluation of a polynomial.
 POLYNOMIAL_TOLERANCE = 1e-12

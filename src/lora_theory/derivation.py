@@ -32,13 +32,13 @@ import sympy as sp
 from . import cache
 from .activations import Activation, Z, parse_activation
 from .expectations import Q, R, pair_expectation, simplify_kinked
-from .kernels import GaussianKernel, kernel
+from .kernels import DeltaKernel, GaussianKernel, kernel
 from .model import ALIGNED_RANK_ONE, AlignedRankOne, mu
 
 __all__ = ["Derivation", "derive"]
 
 #: Bumped whenever the content of a cached derivation changes meaning.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,14 @@ class Derivation:
     def exact(self) -> bool:
         """True when no numerical kernel appears (everything is in closed form)."""
         return not any(
-            expression.has(GaussianKernel)
+            expression.has(GaussianKernel, DeltaKernel)
             for expression in (self.loss, self.loss_Q, self.loss_R, self.gradient_second_moment)
         )
 
     @property
     def rates_exact(self) -> bool:
         """True when A(mu) and B(mu) are closed forms."""
-        return not (self.A.has(GaussianKernel) or self.B.has(GaussianKernel))
+        return not (self.A.has(GaussianKernel, DeltaKernel) or self.B.has(GaussianKernel, DeltaKernel))
 
 
 def _kernel(f: sp.Expr, h: sp.Expr) -> sp.Expr:
@@ -135,8 +135,8 @@ def _derive(student: Activation, teacher: Activation, model: AlignedRankOne) -> 
     covariance_at_point = {entry: value.subs(model.search_point) for entry, value in model.covariance.items()}
     at_point = {entry: partial.subs(covariance_at_point, simultaneous=True) for entry, partial in partials.items()}
     jacobian = model.search_jacobian(at_point)
-    B = sp.simplify(jacobian[0, 0]) if not jacobian[0, 0].has(GaussianKernel) else jacobian[0, 0]
-    A = sp.simplify(jacobian[0, 1]) if not jacobian[0, 1].has(GaussianKernel) else jacobian[0, 1]
+    B = jacobian[0, 0] if jacobian[0, 0].has(GaussianKernel, DeltaKernel) else sp.simplify(jacobian[0, 0])
+    A = jacobian[0, 1] if jacobian[0, 1].has(GaussianKernel, DeltaKernel) else sp.simplify(jacobian[0, 1])
     lambda_plus = (B + sp.sqrt(B**2 + 4 * A**2)) / 2
     tau = (-B + sp.sqrt(B**2 + 4 * A**2)) / (2 * A**2)
 

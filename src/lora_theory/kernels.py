@@ -27,7 +27,7 @@ import sympy as sp
 from ._errors import LoraTheoryError
 from .activations import Z
 
-__all__ = ["GaussianKernel", "kernel", "evaluate_kernel"]
+__all__ = ["GaussianKernel", "DeltaKernel", "kernel", "evaluate_kernel", "evaluate_delta_kernel"]
 
 
 def _encode(f: sp.Expr, h: sp.Expr) -> str:
@@ -81,12 +81,76 @@ class GaussianKernel(sp.Function):
         return f"E[({printer._print(f)})(lam) * ({printer._print(h)})(lam*)]"
 
 
+class DeltaKernel(sp.Function):
+    """Unevaluated ``E[delta(lam - c) h(lam_star)]``; arguments ``(tag, c, Q, R)``.
+
+    Equal to ``p(c) E[h(lam_star) | lam = c]`` with ``p`` the N(0, Q) density
+    and ``lam_star | lam = c ~ N(R c / Q, 1 - R^2 / Q)``. It arises from the
+    second derivative of an activation with a kink at ``c`` (Price's theorem
+    for dK/dQ); its own derivatives are not implemented.
+    """
+
+    nargs = 4
+
+    def _numpycode(self, printer):
+        tag, point, variance, covariance = self.args
+        return (
+            f"evaluate_delta_kernel({tag.name!r}, {printer._print(point)}, "
+            f"{printer._print(variance)}, {printer._print(covariance)})"
+        )
+
+    _lambdacode = _numpycode
+    _pythoncode = _numpycode
+
+    def _latex(self, printer):
+        _, h = _decode(self.args[0].name)
+        lam_star = sp.Symbol(r"\lambda^{*}")
+        return (
+            r"\mathbb{E}\left[\delta(\lambda - " + printer._print(self.args[1]) + r")\,"
+            + printer._print(h.subs(Z, lam_star)) + r"\right]"
+        )
+
+
+def _delta_terms(f: sp.Expr):
+    """Split f into (smooth part, [(weight, kink point)]) with f = smooth + sum weight delta(z - point)."""
+    expanded = sp.expand(f)
+    smooth = sp.Integer(0)
+    deltas = []
+    for term in sp.Add.make_args(expanded):
+        factors = [factor for factor in sp.Mul.make_args(term) if isinstance(factor, sp.DiracDelta)]
+        if not factors:
+            smooth += term
+            continue
+        if len(factors) != 1 or len(factors[0].args) != 1:
+            raise LoraTheoryError(f"cannot integrate {term}: only single Dirac deltas delta(a z - b) are supported")
+        argument = sp.expand(factors[0].args[0])
+        slope = argument.coeff(Z, 1)
+        if slope == 0 or sp.expand(argument - slope * Z).has(Z):
+            raise LoraTheoryError(f"cannot integrate {term}: the Dirac delta needs an argument linear in z")
+        point = -sp.expand(argument - slope * Z) / slope
+        # delta(a (z - c)) = delta(z - c) / |a|; the sifting property evaluates the rest at z = c.
+        weight = (term / factors[0]).subs(Z, point) / sp.Abs(slope)
+        if weight != 0:
+            deltas.append((weight, point))
+    return smooth, deltas
+
+
 def kernel(f: sp.Expr, h: sp.Expr, variance: sp.Expr, covariance: sp.Expr) -> sp.Expr:
-    """Numerical kernel ``E[f(lam) h(lam_star)]`` at ``(Q, R) = (variance, covariance)``."""
+    """Numerical kernel ``E[f(lam) h(lam_star)]`` at ``(Q, R) = (variance, covariance)``.
+
+    Dirac deltas in ``f`` (second derivatives at kinks) become :class:`DeltaKernel` terms.
+    """
     f = sp.sympify(f)
     h = sp.sympify(h)
     if f == 0 or h == 0:
         return sp.Integer(0)
+    if f.has(sp.DiracDelta):
+        smooth, deltas = _delta_terms(f)
+        total = kernel(smooth, h, variance, covariance)
+        for weight, point in deltas:
+            tag = sp.Symbol(_encode(sp.Integer(1), h))
+            total += weight * DeltaKernel(tag, point, variance, covariance)
+        return total
 
     # Pull constant factors out so that equal integrands share one numerical kernel.
     f_constant, f_rest = f.as_independent(Z, as_Add=False)
@@ -129,3 +193,40 @@ def evaluate_kernel(tag: str, variance, covariance) -> np.ndarray:
 
     f, h, kinks_f, kinks_h = _compiled(tag)
     return _numeric.pair_expectation(f, h, variance, covariance, kinks_f=kinks_f, kinks_h=kinks_h)
+
+
+def evaluate_delta_kernel(tag: str, point, variance, covariance) -> np.ndarray:
+    """Evaluate ``E[delta(lam - c) h(lam_star)]`` pointwise (one 1-D quadrature per point with s > 0)."""
+    from . import _numeric
+    from .activations import Activation
+
+    _, h = _decode(tag)
+    if h.has(sp.DiracDelta):
+        raise LoraTheoryError(f"E[delta(lam - c) h(lam*)] with h = {h} needs a Dirac delta in h, which is not supported")
+    h_function = Activation(spec=str(h), expr=h).numpy()
+    h_kinks = _kinks(h)
+    point, variance, covariance = np.broadcast_arrays(
+        np.asarray(point, dtype=float), np.asarray(variance, dtype=float), np.asarray(covariance, dtype=float)
+    )
+    result = np.empty(variance.shape)
+    for index in np.ndindex(variance.shape):
+        c, q, r = point[index], variance[index], covariance[index]
+        if q <= 0:
+            # lam = 0 almost surely: delta(lam - c) vanishes for c != 0 and is infinite at c = 0.
+            result[index] = 0.0 if c != 0 else np.nan
+            continue
+        density = np.exp(-c * c / (2 * q)) / np.sqrt(2 * np.pi * q)
+        mean = r * c / q
+        spread_squared = max(1.0 - r * r / q, 0.0)
+        if spread_squared == 0.0:
+            conditional = float(h_function(np.array(mean)))
+        else:
+            conditional = float(
+                _numeric.expectation_1d(
+                    lambda z, shift=mean: h_function(shift + z),
+                    spread_squared,
+                    kinks=tuple(kink - mean for kink in h_kinks),
+                )
+            )
+        result[index] = density * conditional
+    return result
