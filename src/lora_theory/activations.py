@@ -92,7 +92,6 @@ _BINARY = {
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
     ast.Pow: lambda a, b: a**b,
-    ast.BitXor: lambda a, b: a**b,
 }
 
 _KNOWN_NAMES = "linear, x, erf, relu, sigmoid, tanh, He0 ... He30"
@@ -195,11 +194,15 @@ def _translate(spec: str) -> sp.Expr:
         text = text[len("expr:"):].strip()
     if not text:
         raise ActivationError(f"invalid activation {spec!r}: empty expression.")
+    # '^' means power, with the precedence of '**'; Python would parse it as a looser XOR.
+    text = text.replace("^", "**")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as error:
+        # Python reports offset 0 when the text ends too early (for example 'He3^').
+        where = f"at character {error.offset}" if error.offset else "at the end of the text"
         raise ActivationError(
-            f"invalid activation {spec!r}: syntax error at column {error.offset}. "
+            f"invalid activation {spec!r}: {error.msg} {where}. "
             "Write for example 'He3^2', '0.5*He2+He4' or 'expr:tanh(2*z)'."
         ) from error
     expression = _Translator(spec, expression_mode).visit(tree)

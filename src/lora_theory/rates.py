@@ -174,7 +174,7 @@ def _time_unit_factor(student, time_unit: str) -> float:
     if degree is None or degree < 1:
         raise TimeUnitError(
             f"time unit 'hermite' divides rates by k!*k and needs a student that is a single He_k "
-            f"with k >= 1, but the student is {student.spec!r}; use --time-unit plain"
+            f"with k >= 1, but the student is {student.spec!r}; use the plain time unit"
         )
     return float(sp.factorial(degree) * degree)
 
