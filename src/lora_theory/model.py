@@ -15,7 +15,7 @@ import sympy as sp
 
 from .expectations import Q, R
 
-__all__ = ["AlignedRankOne", "ALIGNED_RANK_ONE", "u", "m", "mu", "kappa"]
+__all__ = ["AlignedRankOne", "ALIGNED_RANK_ONE", "SphericalBaseline", "SPHERICAL_BASELINE", "u", "m", "mu", "kappa"]
 
 #: LoRA scale.
 u = sp.Symbol("u", real=True)
@@ -115,3 +115,44 @@ class AlignedRankOne:
 
 
 ALIGNED_RANK_ONE = AlignedRankOne()
+
+
+@dataclass(frozen=True)
+class SphericalBaseline:
+    """Plain spherical SGD on a unit vector ``w = v`` (no pre-training, no LoRA scale).
+
+    State ``(m,)`` with ``m = <v, w*>``; parameter ``kappa``. The student
+    pre-activation is ``lam = <v, x>``, so ``Q = 1`` and ``R = m``, and
+
+        dm/dt = -(1 - m^2) dL/dR - (kappa / 2) m E[g^2],
+
+    the flow of online SGD with step ``eta``, batch ``B`` and
+    renormalisation, at fixed ``kappa = eta d / B``, time ``t = eta * steps``
+    (G. Ben Arous, R. Gheissari, A. Jagannath, JMLR 22, 2021, for the
+    scaling of its escape time with the information exponent).
+    """
+
+    name: str = "spherical-baseline"
+    state: tuple = (m,)
+    parameters: tuple = (kappa,)
+    covariance: dict = field(default_factory=lambda: {Q: sp.Integer(1), R: m})
+
+    def vector_field(self, partials: dict, gradient_second_moment: sp.Expr) -> dict:
+        """Right-hand side ``{m: dm/dt}`` in the time unit t = eta * steps."""
+        substituted = {entry: self.substitute(partial) for entry, partial in partials.items()}
+        gradient = sum(substituted[entry] * sp.diff(expression, m) for entry, expression in self.covariance.items())
+        drift = kappa / 2 * m * self.substitute(gradient_second_moment)
+        return {m: -(1 - m**2) * gradient - drift}
+
+    def substitute(self, expression: sp.Expr) -> sp.Expr:
+        """Express a function of (Q, R) in the state (Q - R^2 = 1 - m^2 is factored first)."""
+        expression = expression.subs(sp.acos(R / sp.sqrt(Q)), sp.atan2(sp.sqrt(Q - R**2), R))
+        residual = sp.factor(1 - m**2)
+        expression = expression.replace(
+            lambda e: e.is_Pow and not e.exp.is_Integer and sp.expand(e.base - (Q - R**2)) == 0,
+            lambda power: residual**power.exp,
+        )
+        return expression.subs(self.covariance, simultaneous=True)
+
+
+SPHERICAL_BASELINE = SphericalBaseline()
