@@ -124,7 +124,7 @@ def _linear_coefficient(argument: sp.Expr) -> sp.Expr:
     return coefficient
 
 
-def _split_factors(term: sp.Expr, variable: int):
+def _split_factors(term: sp.Expr):
     """Split one product term in Z into (coefficient, power, gauss, erfs).
 
     gauss is a with exp(-a z^2), erfs the list of c in erf(c z).
@@ -237,9 +237,9 @@ def _erf_pair(f: sp.Expr, h: sp.Expr) -> sp.Expr:
     covariance = sp.Matrix([[Q, R], [R, 1]])
     terms = []
     for f_term in sp.Add.make_args(sp.expand(f)):
-        f_coefficient, f_power, f_gauss, f_erfs = _split_factors(f_term, 0)
+        f_coefficient, f_power, f_gauss, f_erfs = _split_factors(f_term)
         for h_term in sp.Add.make_args(sp.expand(h)):
-            h_coefficient, h_power, h_gauss, h_erfs = _split_factors(h_term, 1)
+            h_coefficient, h_power, h_gauss, h_erfs = _split_factors(h_term)
             gauss_matrix = sp.diag(2 * f_gauss, 2 * h_gauss)
             erf_vectors = [(c, sp.Integer(0)) for c in f_erfs] + [(sp.Integer(0), c) for c in h_erfs]
             if len(erf_vectors) > 2 and len(erf_vectors) % 2 == 0:
