@@ -29,7 +29,7 @@ from .dynamics import FlowTrajectory, integrate
 from .expectations import Q, R
 from .model import SPHERICAL_BASELINE, kappa, m
 
-__all__ = ["BaselineFunctions", "baseline_functions", "integrate_baseline", "largest_noise_ratio"]
+__all__ = ["BaselineFunctions", "ScalingSweep", "baseline_functions", "integrate_baseline", "largest_noise_ratio", "scaling_sweep"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,57 @@ def integrate_baseline(
         return np.array([float(functions.dm_dt(state[0], kappa))])
 
     return integrate(velocity, [m0], t_max=t_max, t_eval=t_eval, m_exit=m_exit)
+
+
+@dataclass(frozen=True)
+class ScalingSweep:
+    """Escape of the baseline flow against the dimension d, with the learning rate at a fixed fraction of its maximum.
+
+    Arrays have the shape ``(n,)`` of ``d``. For each d: ``m0 = 1/sqrt(d)``,
+    ``eta = fraction * kappa_max(m0) * batch / d``, ``kappa = eta d / batch``,
+    ``t`` the flow's escape time (t = eta * steps) and ``steps = t / eta``.
+    ``exponent`` is the least-squares slope of log(steps) against log(d)
+    (of log(steps / log d) when ``divide_log`` is set, as for k* = 2).
+    Obtained from the flow, not from simulations.
+    """
+
+    teacher: str
+    d: np.ndarray
+    eta: np.ndarray
+    kappa: np.ndarray
+    t: np.ndarray
+    steps: np.ndarray
+    exponent: float
+    divide_log: bool
+
+
+def scaling_sweep(student, teacher=None, *, d_values, fraction: float = 0.5, batch: int = 1, m_exit: float = 0.5) -> ScalingSweep:
+    """Escape steps of the baseline flow over a grid of dimensions (see :class:`ScalingSweep`)."""
+    d_values = np.asarray(d_values, dtype=float)
+    if d_values.ndim != 1 or d_values.size < 2 or np.any(d_values < 3) or np.any(~np.isfinite(d_values)):
+        raise ParameterError(f"d_values must be at least two finite dimensions >= 3, got {d_values.tolist()}")
+    if not 0 < fraction < 1:
+        raise ParameterError(f"fraction of the largest learning rate must lie in (0, 1), got {fraction!r}")
+    if batch < 1:
+        raise ParameterError(f"batch must be >= 1, got {batch!r}")
+
+    from .analysis import information_exponent
+
+    reference = parse_activation(student if teacher is None else teacher)
+    exponent_k = information_exponent(reference)
+    eta = np.empty(d_values.size)
+    times = np.empty(d_values.size)
+    for index, d in enumerate(d_values):
+        m0 = 1 / np.sqrt(d)
+        kappa_value = fraction * largest_noise_ratio(student, teacher, m0=m0, m_exit=m_exit)
+        eta[index] = kappa_value * batch / d
+        trajectory = integrate_baseline(student, teacher, m0=m0, kappa=kappa_value, t_max=1e3 * d**2, m_exit=m_exit)
+        if not trajectory.escaped:
+            raise ArithmeticError(f"the baseline flow did not escape at d = {d:g} ({trajectory.status})")
+        times[index] = trajectory.escape_time
+
+    steps = times / eta
+    divide_log = exponent_k == 2
+    response = np.log(steps / np.log(d_values)) if divide_log else np.log(steps)
+    slope = float(np.polyfit(np.log(d_values), response, 1)[0])
+    return ScalingSweep(reference.spec, d_values, eta, eta * d_values / batch, times, steps, slope, divide_log)
