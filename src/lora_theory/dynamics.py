@@ -25,6 +25,12 @@ from .rates import exit_time
 
 __all__ = ["FlowTrajectory", "integrate", "integrate_flow"]
 
+#: Relative rate |velocity| / |state| below which a run counts as settled on a fixed point.
+STALL_RATE = 1e-9
+
+#: A run whose state shrinks below this fraction of its initial size counts as decaying to the origin.
+COLLAPSE_FACTOR = 1e-6
+
 #: Absolute tolerance relative to the initial state scale, in units of rtol.
 ABSOLUTE_TOLERANCE_FACTOR = 1e-3
 
@@ -108,13 +114,31 @@ def integrate(
     escape.terminal = t_eval is None
     escape.direction = 1
 
+    # A run that settles on a stable fixed point would make an explicit solver crawl to t_max with
+    # steps bounded by stability; stop once the relative rate |velocity| / |state| is below 1e-9.
+    def settled(t, state):
+        rate = np.max(np.abs(velocity(t, state))) / max(float(np.max(np.abs(state))), 1e-300)
+        return rate - STALL_RATE
+
+    settled.terminal = t_eval is None
+    settled.direction = -1
+
+    # Decay towards the origin (a stable search point) never escapes either.
+    initial_size = float(np.max(np.abs(state0)))
+
+    def collapsed(t, state):
+        return float(np.max(np.abs(state))) - COLLAPSE_FACTOR * initial_size
+
+    collapsed.terminal = t_eval is None
+    collapsed.direction = -1
+
     solution = solve_ivp(
         velocity,
         (0.0, t_max),
         state0,
         method="DOP853",
         t_eval=t_eval,
-        events=escape,
+        events=[escape, settled, collapsed],
         rtol=rtol,
         atol=max(rtol * ABSOLUTE_TOLERANCE_FACTOR * float(np.max(np.abs(state0))), 1e-300),
         dense_output=False,
@@ -129,6 +153,18 @@ def integrate(
         return FlowTrajectory(
             solution.t, solution.y, escape_time, solution.y_events[0][0], t_max, m_exit,
             f"escaped at t = {escape_time:.6g}",
+        )
+    if t_eval is None and solution.t_events[2].size:
+        return FlowTrajectory(
+            solution.t, solution.y, None, None, t_max, m_exit,
+            f"never escapes: decays towards the origin (|state| below {COLLAPSE_FACTOR:g} of its start "
+            f"by t = {solution.t_events[2][0]:.6g})",
+        )
+    if t_eval is None and solution.t_events[1].size:
+        state = solution.y_events[1][0]
+        return FlowTrajectory(
+            solution.t, solution.y, None, None, t_max, m_exit,
+            f"never escapes: settled at state {np.array2string(state, precision=6)} by t = {solution.t_events[1][0]:.6g}",
         )
     return FlowTrajectory(
         solution.t, solution.y, None, None, t_max, m_exit, f"did not escape by t_max = {t_max:.6g}"
