@@ -1,6 +1,6 @@
-"""Tables, CSV, JSON, figures and the default report of escape rates.
+"""Tables, CSV, JSON, figures and the default report of the command line.
 
-Everything here renders :class:`lora_theory.rates.EscapeRates` results, which
+Most of this module renders :class:`lora_theory.rates.EscapeRates` results, which
 hold for each ``mu`` of a grid the search-phase rates of the aligned rank-1
 LoRA model: ``A(mu)``, ``B(mu)``, the unstable eigenvalue
 ``lambda_plus = (B + sqrt(B^2 + 4 A^2)) / 2`` and the escape time
@@ -8,6 +8,10 @@ LoRA model: ``A(mu)``, ``B(mu)``, the unstable eigenvalue
 example ``A(mu) = 0``), and every format shows them as an explicit gap: the
 word ``undefined`` in tables, an empty cell in CSV, ``null`` in JSON, a break
 in a plotted curve. None of them prints a bare ``inf`` or ``nan``.
+
+The ``simulate`` and ``escape`` commands render their own containers,
+:class:`TrajectoryTable` and :class:`EscapeTable`, with the same rules for
+undefined values.
 
 Files are written atomically: the bytes go to a temporary file in the target
 folder, which then replaces the target with :func:`os.replace`. A failure
@@ -54,6 +58,17 @@ __all__ = [
     "ReportEntry",
     "compute_report",
     "write_report",
+    "ESCAPE_COLUMNS",
+    "EscapeRow",
+    "EscapeTable",
+    "format_escape_csv",
+    "format_escape_json",
+    "format_escape_table",
+    "TRAJECTORY_QUANTILES",
+    "TrajectoryTable",
+    "format_trajectory_csv",
+    "quantile_column",
+    "render_trajectory_figure",
 ]
 
 #: Columns of every per-mu row, in output order.
@@ -493,3 +508,227 @@ def write_report(directory: str | os.PathLike, entries: Sequence[ReportEntry], c
     }
     folder.mkdir(parents=True, exist_ok=True)
     return atomic_write_files(contents)
+
+
+# ---------------------------------------------------------------------------
+# Trajectories of the simulate command
+# ---------------------------------------------------------------------------
+
+#: Quantile levels over runs written for every simulated quantity.
+TRAJECTORY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def quantile_column(quantity: str, level: float) -> str:
+    """Column name of a quantile over runs, for example ``m_q05`` for the 5% quantile of m."""
+    return f"{quantity}_q{round(100 * level):02d}"
+
+
+@dataclass(frozen=True)
+class TrajectoryTable:
+    """Trajectories ready to render, on a grid of SGD steps.
+
+    ``steps`` has shape ``(n,)`` and every entry of ``columns`` (name to
+    values, in output order) has the same shape. For SGD the columns are the
+    mean and the :data:`TRAJECTORY_QUANTILES` over runs of ``m``, ``abs_m``
+    and ``u``, and ``runs`` counts the runs with a finite state at each step.
+    For the flow the columns are ``u``, ``m``, ``abs_m`` and ``loss`` and
+    ``runs`` is ``None``. ``description`` contains the header lines that
+    state the setting, without the leading ``#``.
+    """
+
+    method: str
+    student: str
+    teacher: str
+    mu: float
+    eta: float
+    batch: int
+    steps: np.ndarray
+    runs: np.ndarray | None
+    columns: Mapping[str, np.ndarray]
+    description: tuple[str, ...]
+    log_grid: bool
+
+
+def _csv_number(value) -> str:
+    number = _finite_or_none(value)
+    return "" if number is None else repr(number)
+
+
+def format_trajectory_csv(table: TrajectoryTable, command: str) -> str:
+    """Render trajectories as CSV preceded by ``#`` comment lines.
+
+    The comment lines state the setting, the time units (``t = eta * step``,
+    ``samples = B * step``), the meaning of the columns and the command that
+    made the file. The columns are ``step, samples, t``, then ``runs`` for
+    SGD, then the quantity columns. Undefined values are empty cells.
+    Readers skip the comments with, for example, ``pandas.read_csv(path,
+    comment="#")``.
+    """
+    lines = [f"# {line}" for line in table.description]
+    lines.append(f"# time: step counts SGD steps from the initial state, samples = B * step with B = {table.batch}, t = eta * step with eta = {table.eta:g}")
+    if table.runs is not None:
+        levels = ", ".join(f"{level:g}" for level in TRAJECTORY_QUANTILES)
+        lines.append(f"# columns: runs = runs with a finite state at that step; <quantity>_mean and <quantity>_qNN = mean and NN% quantile over those runs (levels {levels})")
+        lines.append("# quantities: m = signed overlap <v, w*>, abs_m = |m|, u = LoRA scale")
+    else:
+        lines.append("# columns: u = LoRA scale, m = signed overlap <v, w*>, abs_m = |m|, loss = population loss L(u, m)")
+    lines.append(f"# made by: {command} (lora-theory {__version__})")
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["step", "samples", "t"] + (["runs"] if table.runs is not None else []) + list(table.columns)
+    writer.writerow(header)
+    for index, step in enumerate(table.steps):
+        # 15 significant digits print eta * step without binary round-off such as 0.6000000000000001.
+        cells = [str(int(step)), str(int(step) * table.batch), f"{step * table.eta:.15g}"]
+        if table.runs is not None:
+            cells.append(str(int(table.runs[index])))
+        cells += [_csv_number(values[index]) for values in table.columns.values()]
+        writer.writerow(cells)
+    return "\n".join(lines) + "\n" + buffer.getvalue()
+
+
+def _draw_trajectory(axes: "Axes", table: TrajectoryTable, quantity: str, time: np.ndarray, label: str) -> None:
+    if table.runs is None:
+        axes.plot(time, table.columns[quantity], label="flow")
+    else:
+        (line,) = axes.plot(time, table.columns[f"{quantity}_mean"], label="mean over runs")
+        low = table.columns[quantile_column(quantity, TRAJECTORY_QUANTILES[0])]
+        high = table.columns[quantile_column(quantity, TRAJECTORY_QUANTILES[-1])]
+        axes.fill_between(time, low, high, color=line.get_color(), alpha=0.2, linewidth=0, label="5% to 95% of runs")
+        axes.plot(time, table.columns[quantile_column(quantity, 0.5)], color=line.get_color(), linestyle="--", linewidth=0.8, label="median")
+    axes.set_ylabel(label)
+    axes.set_xlabel(r"$t = \eta \cdot$ steps")
+    if table.log_grid:
+        axes.set_xscale("log")
+    axes.grid(True, alpha=0.3)
+
+
+def render_trajectory_figure(table: TrajectoryTable, command: str) -> bytes:
+    """Render |m|, m, u (and the loss for the flow) against ``t = eta * steps`` as PNG bytes.
+
+    SGD panels show the mean over runs, the median and the band between the
+    5% and 95% quantiles. On a logarithmic step grid the time axis is
+    logarithmic and the initial state (t = 0) is left out.
+    """
+    panels = [("abs_m", r"$|m|$"), ("m", r"$m = \langle v, w^* \rangle$"), ("u", r"LoRA scale $u$")]
+    if table.runs is None:
+        panels.append(("loss", "population loss"))
+    figure = _new_figure(4.0 * len(panels), 4.0)
+
+    # Log axes cannot show t = 0.
+    time = table.steps * table.eta
+    plotted = time > 0 if table.log_grid else np.ones(time.shape, dtype=bool)
+    plotted_table = TrajectoryTable(
+        table.method, table.student, table.teacher, table.mu, table.eta, table.batch, table.steps[plotted],
+        None if table.runs is None else table.runs[plotted],
+        {name: values[plotted] for name, values in table.columns.items()},
+        table.description, table.log_grid,
+    )
+    for index, (quantity, label) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        _draw_trajectory(axes, plotted_table, quantity, time[plotted], label)
+        if index == 0:
+            axes.legend(fontsize=8)
+
+    figure.suptitle("; ".join(table.description[:2]), fontsize=8)
+    provenance = f"made by: {command} (lora-theory {__version__})"
+    figure.text(0.01, 0.005, provenance, fontsize=6, color="gray", ha="left", va="bottom")
+    return _figure_bytes(figure, provenance)
+
+
+# ---------------------------------------------------------------------------
+# Escape times of the escape command
+# ---------------------------------------------------------------------------
+
+#: Keys of every row of the escape command, in output order.
+ESCAPE_COLUMNS = ("mu", "method", "escape_time", "escape_steps", "escape_samples", "ci_low", "ci_high", "censored_fraction")
+
+
+@dataclass(frozen=True)
+class EscapeRow:
+    """Escape time at one mu, in t = eta * steps, steps and samples = B * steps.
+
+    ``None`` marks an undefined value: no escape, or no interval (linear
+    estimate, flow, or fewer than two escaped runs). ``note`` gives the reason
+    or reports censored and diverged runs. It is empty when there is nothing
+    to add.
+    """
+
+    mu: float
+    method: str
+    escape_time: float | None
+    escape_steps: float | None
+    escape_samples: float | None
+    ci_low: float | None
+    ci_high: float | None
+    censored_fraction: float
+    note: str = ""
+
+    def values(self) -> dict[str, float | str | None]:
+        """Return the row as the JSON object of :data:`ESCAPE_COLUMNS`, with None for non-finite numbers."""
+        row: dict[str, float | str | None] = {}
+        for column in ESCAPE_COLUMNS:
+            value = getattr(self, column)
+            row[column] = value if isinstance(value, str) else _finite_or_none(value)
+        return row
+
+
+@dataclass(frozen=True)
+class EscapeTable:
+    """Rows of the escape command and the setting they share.
+
+    ``settings`` maps a name (``student``, ``d``, ``eta`` and so on) to its
+    value, in output order. ``description`` contains the header lines of the
+    text table.
+    """
+
+    rows: tuple[EscapeRow, ...]
+    settings: Mapping[str, object]
+    description: tuple[str, ...]
+
+
+def _escape_cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "undefined" if value is None else f"{value:.6g}"
+
+
+def format_escape_table(table: EscapeTable) -> str:
+    """Render a fixed-width text table of escape times; undefined values read ``undefined``."""
+    body = []
+    for row in table.rows:
+        values = row.values()
+        body.append(([_escape_cell(values[column]) for column in ESCAPE_COLUMNS], row.note))
+    widths = [max([len(name)] + [len(cells[index]) for cells, _ in body]) for index, name in enumerate(ESCAPE_COLUMNS)]
+
+    lines = list(table.description) + ["", "  ".join(name.rjust(width) for name, width in zip(ESCAPE_COLUMNS, widths)) + "  note"]
+    for cells, note in body:
+        lines.append(("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) + "  " + note).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_escape_csv(table: EscapeTable) -> str:
+    """Render CSV with the columns of :data:`ESCAPE_COLUMNS` and ``note``; undefined values are empty cells."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ESCAPE_COLUMNS + ("note",))
+    for row in table.rows:
+        values = row.values()
+        cells = [values[column] if isinstance(values[column], str) else _csv_number(values[column]) for column in ESCAPE_COLUMNS]
+        writer.writerow(cells + [row.note])
+    return buffer.getvalue()
+
+
+def format_escape_json(table: EscapeTable) -> str:
+    """Render the JSON object of the ``escape`` command.
+
+    The object contains the settings, ``"rows"`` (one object per mu with the
+    keys of :data:`ESCAPE_COLUMNS`, ``null`` where undefined) and ``"notes"``
+    (``{"mu", "note"}`` for each row that has a note). ``allow_nan=False``
+    guarantees that no ``NaN`` or ``Infinity`` token reaches the output.
+    """
+    document = dict(table.settings)
+    document["rows"] = [row.values() for row in table.rows]
+    document["notes"] = [{"mu": float(row.mu), "note": row.note} for row in table.rows if row.note]
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
