@@ -86,7 +86,7 @@ def integrate_baseline(
 ) -> FlowTrajectory:
     """Integrate the baseline flow from ``m0`` (time t = eta * steps)."""
     if not -1 <= m0 <= 1:
-        raise ParameterError(f"m0 = {m0!r} is outside [-1, 1]")
+        raise ParameterError(f"m0 = {m0!r} is outside [-1, 1]; the overlap of two unit vectors lies in [-1, 1]")
     if not (np.isfinite(kappa) and kappa >= 0):
         raise ParameterError(f"kappa must be finite and >= 0, got {kappa!r}")
     functions = baseline_functions(student, teacher)

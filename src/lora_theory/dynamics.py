@@ -41,8 +41,9 @@ class FlowTrajectory:
 
     ``t`` has shape ``(n,)``; ``state`` has shape ``(dimension, n)``
     (rows ``u``, ``m`` for the aligned model). ``escape_time`` is the first
-    time ``|m| >= m_exit`` or ``None`` when the flow did not escape by
-    ``t_max``; ``status`` says which, in words.
+    time ``|m| >= m_exit``, or ``None`` when the flow did not escape (it
+    started at a fixed point, settled on one, decayed to the origin or reached
+    ``t_max``). ``status`` describes the outcome in words.
     """
 
     t: np.ndarray

@@ -50,7 +50,7 @@ class SingularPoint:
     critical_alignment: Optional[float]
 
     def describe(self) -> str:
-        """One line for tables: the divergence law and m_c."""
+        """Summarise the divergence law and m_c in one line."""
         if self.tau_prefactor is not None:
             law = f"tau ~ {self.tau_prefactor:.6g} (mu - {self.mu:.10g})^-2"
         else:
