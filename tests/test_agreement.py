@@ -53,6 +53,10 @@ def test_flow_matches_reduced_mean(student):
 
     # Compare up to the flow's escape. After it m converges to 1, where the
     # standard error is tiny and the O(1/d) bias of SGD dominates.
+    # NOTE: the kappa term of dm/dt scales like m u^2 and hardly moves m before
+    # the escape. For x, flows with kappa = 0, 0.4 and 1.2 give the same
+    # verdict, while stretching the flow's time by 2% fails both bands. The test
+    # checks the time scale of the search phase, not kappa.
     escape = integrate_flow(student, mu=mu, u0=u0, m0=m0, kappa=kappa)
     assert escape.escaped, escape.status
     last_step = int(escape.escape_time / eta)
