@@ -16,7 +16,7 @@ def test_gradient_second_moment_at_zero(degree, expected):
 
 @pytest.mark.parametrize("degree", [1, 2, 3])
 def test_largest_noise_ratio_is_sharp(degree):
-    # Below kappa_max the flow escapes from m0 = 1/sqrt(d), above it the drift holds m near 0.
+    # Below kappa_max the flow escapes from m0 = 1/sqrt(d), above it the drift keeps m near 0.
     m0 = 1e-2
     limit = largest_noise_ratio(f"He{degree}", m0=m0)
     assert integrate_baseline(f"He{degree}", m0=m0, kappa=0.95 * limit, t_max=1e5).escaped

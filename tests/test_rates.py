@@ -28,7 +28,7 @@ def test_relu_closed_form():
 
 
 @pytest.mark.parametrize("spec", ["x", "erf", "relu", "He2", "He3", "He5", "relu^2", "0.5*He2+He4"])
-def test_A_vanishes_at_mu_one(spec):
+def test_rates_A_zero_at_mu_one(spec):
     # sigma = sigma_star makes the pre-trained model exact at mu = 1, so L0'(1) = 0.
     value = sp.N(derive(spec).A.subs(mu, 1), 30)
     assert abs(value) < 1e-25

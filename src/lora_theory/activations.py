@@ -250,7 +250,7 @@ class Activation:
         return sp.srepr(self.expr)
 
     def derivative_expr(self, order: int = 1) -> sp.Expr:
-        """The ``order``-th derivative as a SymPy expression (kinks give Heaviside and DiracDelta)."""
+        """Differentiate ``order`` times; kinks give Heaviside and DiracDelta terms."""
         return sp.diff(self.expr, Z, order) if order else self.expr
 
     def numpy(self, order: int = 0) -> Callable[[np.ndarray], np.ndarray]:

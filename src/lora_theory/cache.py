@@ -7,7 +7,7 @@ atomically (temporary file in the same folder, then :func:`os.replace`).
 The folder is ``$LORA_THEORY_CACHE_DIR`` if set, else
 ``$XDG_CACHE_HOME/lora-theory``, else ``~/.cache/lora-theory``. Setting
 ``LORA_THEORY_CACHE_DIR`` to an empty string disables the cache. Pickles are
-only read from this folder, which holds files this package wrote; do not
+only read from this folder, which contains files this package wrote; do not
 point it at files from elsewhere.
 """
 
@@ -26,7 +26,7 @@ __all__ = ["cache_dir", "cache_key", "load", "store"]
 
 
 def cache_dir() -> Optional[Path]:
-    """The cache folder, or ``None`` when caching is disabled."""
+    """Return the cache folder, or ``None`` when caching is disabled."""
     configured = os.environ.get("LORA_THEORY_CACHE_DIR")
     if configured is not None:
         return Path(configured) if configured.strip() else None
@@ -50,7 +50,7 @@ def _path(kind: str, fields: dict) -> Optional[Path]:
 
 
 def load(kind: str, fields: dict) -> Optional[Any]:
-    """The stored value, or ``None`` when absent or unreadable (a warning says which)."""
+    """Load a stored value, or return ``None`` when it is absent or unreadable (unreadable entries also warn)."""
     path = _path(kind, fields)
     if path is None or not path.is_file():
         return None

@@ -46,7 +46,7 @@ def _provenance(name: str, arguments: Sequence[sp.Symbol], expression: sp.Expr) 
 
 @functools.lru_cache(maxsize=1)
 def _namespace() -> dict:
-    """The global namespace that sympy.lambdify gives code printed for _MODULES."""
+    """Build the global namespace that sympy.lambdify gives code printed for _MODULES."""
     return dict(sp.lambdify([], 0, modules=_MODULES).__globals__)
 
 

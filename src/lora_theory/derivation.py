@@ -33,7 +33,7 @@ from . import cache
 from .activations import Activation, Z, parse_activation
 from .expectations import Q, R, pair_expectation, simplify_kinked
 from .kernels import DeltaKernel, GaussianKernel, kernel
-from .model import ALIGNED_RANK_ONE, AlignedRankOne, mu
+from .model import ALIGNED_RANK_ONE, AlignedRankOne
 
 __all__ = ["Derivation", "derive"]
 
@@ -184,8 +184,3 @@ def derive(student, teacher=None, *, model: AlignedRankOne = ALIGNED_RANK_ONE, u
         }
         cache.store("derivation", key_fields, content)
     return derivation
-
-
-def search_point_mu() -> sp.Symbol:
-    """The symbol of the pre-training strength used in A, B, lambda_plus and tau."""
-    return mu

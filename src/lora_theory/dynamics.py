@@ -21,7 +21,7 @@ from scipy.integrate import solve_ivp
 
 from ._errors import ParameterError
 from .flow import flow_functions
-from .rates import exit_time
+from .rates import exit_time, validate_mu
 
 __all__ = ["FlowTrajectory", "integrate", "integrate_flow"]
 
@@ -196,8 +196,7 @@ def integrate_flow(
     for name, value in (("mu", mu), ("u0", u0), ("m0", m0), ("kappa", kappa)):
         if not np.isfinite(value):
             raise ParameterError(f"{name} must be finite, got {value!r}")
-    if not 0 <= mu <= 1:
-        raise ParameterError(f"mu = {mu!r} is outside [0, 1]; the pre-training strength mu must lie in [0, 1]")
+    validate_mu([mu])
     if not -1 <= m0 <= 1:
         raise ParameterError(f"m0 = {m0!r} is outside [-1, 1]; the overlap of two unit vectors lies in [-1, 1]")
     if kappa < 0:

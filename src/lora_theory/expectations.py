@@ -503,7 +503,7 @@ def _interior_point(lower: sp.Expr, upper: sp.Expr) -> sp.Expr:
 
 
 def _piece_at(expression: sp.Expr, point: sp.Expr) -> Optional[sp.Expr]:
-    """The polynomial that a piecewise expression equals on the interval containing point."""
+    """Resolve a piecewise expression to the polynomial it equals on the interval containing point."""
 
     def resolve_max(*arguments):
         values = [float(argument.subs(Z, point)) for argument in arguments]

@@ -27,6 +27,7 @@ from .activations import parse_activation
 from .codegen import generate
 from .flow import flow_functions
 from .model import kappa, m, mu, u
+from .rates import validate_mu
 
 __all__ = ["FixedPoint", "fixed_points"]
 
@@ -104,8 +105,7 @@ def fixed_points(
     for name, value in (("mu", mu), ("kappa", kappa), ("u_max", u_max)):
         if not np.isfinite(value):
             raise ParameterError(f"{name} must be finite, got {value!r}")
-    if not 0 <= mu <= 1:
-        raise ParameterError(f"mu = {mu!r} is outside [0, 1]; the pre-training strength mu must lie in [0, 1]")
+    validate_mu([mu])
     if kappa < 0 or u_max <= 0:
         raise ParameterError(f"kappa must be >= 0 and u_max > 0, got kappa = {kappa!r}, u_max = {u_max!r}")
 

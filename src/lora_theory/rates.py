@@ -55,7 +55,7 @@ class EscapeRates:
     """Escape rates on a grid of pre-training strengths.
 
     Arrays have the shape ``(n,)`` of ``mu``. Undefined entries are nan in
-    the arrays, ``None`` in :meth:`rows`, and ``notes[i]`` says why.
+    the arrays, ``None`` in :meth:`rows`, and ``notes[i]`` gives the reason.
     """
 
     student: str
@@ -71,7 +71,7 @@ class EscapeRates:
     exact: bool
 
     def rows(self) -> list[dict]:
-        """One dict per mu with keys mu, A, B, lambda_plus, tau; ``None`` where undefined."""
+        """Return one dict per mu with keys mu, A, B, lambda_plus, tau (``None`` where undefined)."""
 
         def clean(value):
             return float(value) if np.isfinite(value) else None
@@ -92,8 +92,8 @@ class EscapeRates:
 class RateFunctions:
     """Generated callables A(mu), B(mu) in the plain time unit.
 
-    ``real_roots`` holds every real zero of A when A is a polynomial (else
-    ``None``); ``exact`` says whether A and B are closed forms.
+    ``real_roots`` contains every real zero of A when A is a polynomial (else
+    ``None``); ``exact`` is True when A and B are closed forms.
     """
 
     student: object
