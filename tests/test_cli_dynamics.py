@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from lora_theory import cli
+from lora_theory.cli import _trajectories as trajectory_commands
 from lora_theory.cli import main
 from lora_theory.dynamics import integrate_flow
 from lora_theory.rates import exit_time
@@ -397,8 +397,8 @@ def test_usage_error_before_work(capsys, monkeypatch, arguments, offending):
     def forbidden(*args, **kwargs):
         raise AssertionError("computation started before the input was validated")
 
-    monkeypatch.setattr(cli, "simulate", forbidden)
-    monkeypatch.setattr(cli, "integrate_flow", forbidden)
+    monkeypatch.setattr(trajectory_commands, "simulate", forbidden)
+    monkeypatch.setattr(trajectory_commands, "integrate_flow", forbidden)
     status, out, err = run(capsys, *arguments)
     assert status == 2
     assert out == ""

@@ -1,265 +1,39 @@
-"""The ``lora-theory`` command line.
-
-Commands::
-
-    lora-theory tau --student SPEC [--teacher SPEC] --mu GRID
-                    [--time-unit plain|hermite] [--format table|csv|json]
-                    [--output PATH] [--plot PATH]
-    lora-theory report [--output DIR]
-    lora-theory simulate --student SPEC [--teacher SPEC] --mu M --d D --lr ETA --batch B
-                         --steps N [--seeds K] --method flow|reduced|full [--record log|all]
-                         [--m0 X] [--u0 X] [--kappa X] [--seed S] [--output CSV] [--plot PNG]
-    lora-theory escape --student SPEC [--teacher SPEC] --mu GRID --d D --lr ETA --batch B
-                       --method linear|flow|reduced|full [--m-exit X] [--seeds K]
-                       [--max-steps N] [--statistic median|mean] [--m0 X] [--u0 X]
-                       [--kappa X] [--seed S] [--format table|csv|json] [--output PATH]
-
-Exit status: 0 on success, 1 when an output file cannot be written or a
-flow integration fails, 2 for a usage error. Usage errors are a bad option,
-an unknown activation, a malformed grid, mu outside [0, 1], a Hermite degree
-above 30, and the hermite time unit for a student that is not a single He_k.
-For simulate and escape they also include settings outside their domain and
-simulations beyond the memory limit. Errors are one line on standard error,
-without a traceback.
-"""
+"""The simulate and escape commands: trajectories and escape times from the flow and SGD."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from . import __version__, _sgd_full, _sgd_reduced, outputs
-from ._errors import ActivationError, GridError, LoraTheoryError, ParameterError, TimeUnitError
-from .activations import MAX_HERMITE_DEGREE, Activation, parse_activation
-from .dynamics import integrate_flow
-from .grids import GRID_FORMS, parse_grid
-from .rates import escape_rates, validate_mu
-from .simulation import DEFAULT_MEMORY_LIMIT, SimulationResult, log_grid, simulate
-
-__all__ = ["main"]
-
-PROGRAM = "lora-theory"
-
-EXIT_OK = 0
-EXIT_WRITE_FAILED = 1
-EXIT_COMPUTATION_FAILED = 1
-EXIT_USAGE = 2
-
-_FORMATTERS = {
-    "table": outputs.format_table,
-    "csv": outputs.format_csv,
-    "json": outputs.format_json,
-}
-
-# Options whose value may legitimately begin with "-" (a negative number in a
-# grid, a negated activation such as "-He3"). See _attach_dash_values.
-_VALUE_OPTIONS = ("--student", "--teacher", "--mu", "--m0", "--u0", "--kappa")
+from .. import _sgd_full, _sgd_reduced, outputs
+from .._errors import GridError, ParameterError
+from ..activations import Activation
+from ..dynamics import integrate_flow
+from ..grids import GRID_FORMS, parse_grid
+from ..rates import escape_rates, validate_mu
+from ..simulation import DEFAULT_MEMORY_LIMIT, SimulationResult, log_grid, simulate
+from ._common import (
+    EXIT_OK,
+    PROGRAM,
+    ComputationError,
+    UsageError,
+    integer,
+    is_terminal,
+    number,
+    parse_spec,
+    write_outputs,
+)
 
 
-class _UsageError(Exception):
-    """A user input error, reported as one line with exit status 2."""
-
-
-class _ComputationError(Exception):
-    """A computation failed on valid input (a flow integration), reported with exit status 1."""
-
-
-class _WriteError(Exception):
-    """An output file could not be written, reported with exit status 1."""
-
-    def __init__(self, path, error: OSError):
-        reason = error.strerror or str(error)
-        super().__init__(f"cannot write {path}: {reason}")
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """An argument parser that reports errors on one line, with exit status 2."""
-
-    def error(self, message: str) -> None:
-        one_line = " ".join(message.split())
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line} (run '{self.prog} --help' for usage)\n")
-
-
-def _build_parser() -> _ArgumentParser:
-    parser = _ArgumentParser(
-        prog=PROGRAM,
-        description=(
-            "Escape rates of the search phase of rank-1 LoRA fine-tuning on single-index "
-            "models (Nwemadji, Loureiro, Barbier, arXiv:2602.02855)."
-        ),
-        epilog=(
-            "Exit status: 0 on success, 1 when an output file cannot be written or a flow integration fails, "
-            "2 for a usage error."
-        ),
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    # --- tau -------------------------------------------------------------
-    tau = commands.add_parser(
-        "tau",
-        help="tabulate A, B, lambda_plus and tau over a grid of mu",
-        description=(
-            "Compute A(mu), B(mu), the unstable eigenvalue lambda_plus(mu) and the escape time "
-            "tau(mu) = 1 / lambda_plus(mu) of the search phase, and the zeros of A(mu) in the grid's range."
-        ),
-    )
-    tau.add_argument(
-        "--student",
-        required=True,
-        metavar="SPEC",
-        help=(
-            "student activation, for example x, erf, relu, sigmoid, tanh, "
-            f"He0 ... He{MAX_HERMITE_DEGREE}, 0.5*He2+He4 or expr:tanh(2*z)"
-        ),
-    )
-    tau.add_argument("--teacher", metavar="SPEC", help="teacher activation (default: the student)")
-    tau.add_argument(
-        "--mu",
-        required=True,
-        metavar="GRID",
-        help=f"pre-training strengths in [0, 1]: {GRID_FORMS}",
-    )
-    tau.add_argument(
-        "--time-unit",
-        choices=("plain", "hermite"),
-        default="plain",
-        help=(
-            "plain (default) measures time as t = eta * steps. hermite divides the rates "
-            "by k! * k and only applies to a student that is exactly He_k"
-        ),
-    )
-    tau.add_argument("--format", choices=tuple(_FORMATTERS), default="table", help="output format (default: table)")
-    tau.add_argument("--output", metavar="PATH", help="write the output to this file instead of standard output")
-    tau.add_argument("--plot", metavar="PATH", help="also write a log-scale PNG figure of tau(mu) to this file")
-    tau.set_defaults(handler=_run_tau)
-
-    # --- report ----------------------------------------------------------
-    report = commands.add_parser(
-        "report",
-        help="write the default report: CSV, figure and summary of tau(mu)",
-        description=(
-            f"Compute tau(mu) at the grid {outputs.REPORT_MU_GRID} (start:stop:num) for "
-            + ", ".join(f"{spec} ({unit})" for spec, unit, _ in outputs.REPORT_ACTIVATIONS)
-            + " with student = teacher, and write a CSV, a two-panel PNG figure and a Markdown summary."
-        ),
-    )
-    report.add_argument(
-        "--output",
-        metavar="DIR",
-        default="lora-theory-report",
-        help="folder for the report files, created if missing (default: ./lora-theory-report/)",
-    )
-    report.set_defaults(handler=_run_report)
-
+def add_parsers(commands) -> None:
+    """Add the simulate and escape commands."""
     _add_simulate_parser(commands)
     _add_escape_parser(commands)
-    return parser
-
-
-def _attach_dash_values(arguments: list[str]) -> list[str]:
-    """Join ``--mu -0.1:0.5:3`` into ``--mu=-0.1:0.5:3``.
-
-    argparse takes a value that starts with "-" for an option unless it is a
-    plain negative number, so without this step ``--mu -0.1:0.5:3`` would fail
-    with "expected one argument" and the offending grid would go unnamed.
-    Values starting with "--" are left alone because they are options.
-    """
-    joined: list[str] = []
-    index = 0
-    while index < len(arguments):
-        argument = arguments[index]
-        following = arguments[index + 1] if index + 1 < len(arguments) else None
-        if argument in _VALUE_OPTIONS and following is not None and following.startswith("-") and not following.startswith("--"):
-            joined.append(f"{argument}={following}")
-            index += 2
-            continue
-        joined.append(argument)
-        index += 1
-    return joined
-
-
-def _parse_spec(option: str, spec: str) -> Activation:
-    try:
-        return parse_activation(spec)
-    except ActivationError as error:
-        raise _UsageError(f"{option}: {error}") from error
-
-
-def _run_tau(options: argparse.Namespace, command: str) -> int:
-    if options.output is not None and options.plot is not None and Path(options.output).resolve() == Path(options.plot).resolve():
-        raise _UsageError(f"--output and --plot name the same file {options.output!r}. Give the figure its own path.")
-
-    student = _parse_spec("--student", options.student)
-    teacher = _parse_spec("--teacher", options.teacher) if options.teacher is not None else None
-    try:
-        mu = parse_grid(options.mu)
-    except GridError as error:
-        raise _UsageError(f"--mu: {error}") from error
-
-    # Attribute the engine's domain errors to the option that caused them.
-    try:
-        rates = escape_rates(student, teacher, mu=mu, time_unit=options.time_unit)
-    except ParameterError as error:
-        raise _UsageError(f"--mu {options.mu}: {error}") from error
-    except TimeUnitError as error:
-        raise _UsageError(f"--time-unit {options.time_unit}: {error}") from error
-
-    # Render everything before writing anything.
-    text = _FORMATTERS[options.format](rates)
-    figure = outputs.render_tau_figure(rates, command) if options.plot is not None else None
-
-    _write_outputs(text, options.output, figure, options.plot)
-    return EXIT_OK
-
-
-def _write_outputs(text: str, output: str | None, figure: bytes | None, plot: str | None) -> None:
-    """Write the text to ``output`` (or standard output) and the figure to ``plot``.
-
-    The files are written together, so that a failure leaves neither.
-    """
-    files: dict[str, bytes] = {}
-    if output is not None:
-        files[output] = text.encode("utf-8")
-    if figure is not None:
-        files[plot] = figure
-    try:
-        written = outputs.atomic_write_files(files) if files else []
-    except OSError as error:
-        raise _WriteError(error.filename or ", ".join(files), error) from error
-
-    # File notices go to standard error so that standard output stays pure data.
-    if output is None:
-        sys.stdout.write(text)
-    for path in written:
-        print(f"{PROGRAM}: wrote {path}", file=sys.stderr)
-
-
-def _print_progress(index: int, total: int, spec: str) -> None:
-    print(f"{PROGRAM} report: computing {spec} ({index + 1}/{total})", file=sys.stderr, flush=True)
-
-
-def _run_report(options: argparse.Namespace, command: str) -> int:
-    # Progress lines only when a person watches the terminal.
-    progress = _print_progress if sys.stderr.isatty() else None
-    entries = outputs.compute_report(progress=progress)
-    try:
-        paths = outputs.write_report(options.output, entries, command)
-    except OSError as error:
-        raise _WriteError(error.filename or options.output, error) from error
-
-    folder = Path(options.output).resolve()
-    print(f"Report written to {folder}:")
-    for path in paths:
-        print(f"  {path.resolve()}")
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------
@@ -283,28 +57,6 @@ _UNDEFINED_HORIZON_T = 1e4
 _CSV_BYTES_PER_NUMBER = 24
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-
-
-def _integer(text: str) -> int:
-    # Accept integral decimal forms such as 1e5 as well as plain integers.
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if not (math.isfinite(value) and value.is_integer()):
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}")
-    return int(value)
-
-
 def _add_model_options(parser: argparse.ArgumentParser, mu_metavar: str, mu_help: str) -> None:
     """Add the options that set the model and the SGD protocol, shared by simulate and escape."""
     parser.add_argument("--student", required=True, metavar="SPEC", help="student activation, same syntax as for the tau command")
@@ -312,30 +64,30 @@ def _add_model_options(parser: argparse.ArgumentParser, mu_metavar: str, mu_help
     parser.add_argument("--mu", required=True, metavar=mu_metavar, help=mu_help)
 
     # The SGD protocol.
-    parser.add_argument("--d", required=True, type=_integer, metavar="D", help="input dimension, an integer >= 3")
-    parser.add_argument("--lr", required=True, type=_number, metavar="ETA", help="learning rate eta > 0; time is t = eta * steps")
-    parser.add_argument("--batch", required=True, type=_integer, metavar="B", help="mini-batch size B >= 1; samples = B * steps")
-    parser.add_argument("--seeds", type=_integer, default=DEFAULT_SEEDS, metavar="K", help=f"independent SGD runs (default: {DEFAULT_SEEDS}); unused by the flow")
+    parser.add_argument("--d", required=True, type=integer, metavar="D", help="input dimension, an integer >= 3")
+    parser.add_argument("--lr", required=True, type=number, metavar="ETA", help="learning rate eta > 0; time is t = eta * steps")
+    parser.add_argument("--batch", required=True, type=integer, metavar="B", help="mini-batch size B >= 1; samples = B * steps")
+    parser.add_argument("--seeds", type=integer, default=DEFAULT_SEEDS, metavar="K", help=f"independent SGD runs (default: {DEFAULT_SEEDS}); unused by the flow")
 
     # The start and the flow.
     parser.add_argument(
         "--m0",
-        type=_number,
+        type=number,
         metavar="X",
         help="initial overlap <v, w*> in [-1, 1] (default: 1/sqrt(d) for the flow and the linear estimate, "
         "a uniformly random v for SGD)",
     )
-    parser.add_argument("--u0", type=_number, metavar="X", help="initial LoRA scale u (default: 1/d^2)")
+    parser.add_argument("--u0", type=number, metavar="X", help="initial LoRA scale u (default: 1/d^2)")
     parser.add_argument(
         "--kappa",
-        type=_number,
+        type=number,
         metavar="X",
         help="noise ratio of the flow, >= 0 (default: eta * d / B; 0 gives pure gradient flow). "
         "SGD gets its noise from --lr, --d and --batch, so --kappa is rejected for reduced and full",
     )
     parser.add_argument(
         "--seed",
-        type=_integer,
+        type=integer,
         default=0,
         metavar="S",
         help="root seed of the SGD runs, an integer >= 0 (default: 0); every mu of a grid uses the same runs' streams",
@@ -354,7 +106,7 @@ def _add_simulate_parser(commands) -> None:
         ),
     )
     _add_model_options(simulate_parser, "M", "pre-training strength, one value in [0, 1]")
-    simulate_parser.add_argument("--steps", required=True, type=_integer, metavar="N", help="number of SGD steps >= 1; the flow runs to t = eta * N")
+    simulate_parser.add_argument("--steps", required=True, type=integer, metavar="N", help="number of SGD steps >= 1; the flow runs to t = eta * N")
     simulate_parser.add_argument(
         "--method",
         required=True,
@@ -392,10 +144,10 @@ def _add_escape_parser(commands) -> None:
         help="linear: estimate from the linearisation at (0, 0); flow: the d -> infinity limit; "
         "reduced or full: SGD runs as in the simulate command",
     )
-    escape_parser.add_argument("--m-exit", type=_number, default=DEFAULT_M_EXIT, metavar="X", help=f"escape threshold on |m|, in (0, 1] (default: {DEFAULT_M_EXIT})")
+    escape_parser.add_argument("--m-exit", type=number, default=DEFAULT_M_EXIT, metavar="X", help=f"escape threshold on |m|, in (0, 1] (default: {DEFAULT_M_EXIT})")
     escape_parser.add_argument(
         "--max-steps",
-        type=_integer,
+        type=integer,
         metavar="N",
         help="horizon in SGD steps; later escapes are censored (default: 20 times the linear estimate of the escape "
         "time from --m0 (default 1/sqrt(d)) and u0 = 0, at least t = 100, and t = 10^4 where the estimate is undefined)",
@@ -474,19 +226,19 @@ class _ModelSetting:
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise _UsageError(message)
+        raise UsageError(message)
 
 
 def _model_setting(options: argparse.Namespace, single_mu: bool) -> _ModelSetting:
     """Validate the shared options, before any computation."""
-    student = _parse_spec("--student", options.student)
-    teacher = _parse_spec("--teacher", options.teacher) if options.teacher is not None else student
+    student = parse_spec("--student", options.student)
+    teacher = parse_spec("--teacher", options.teacher) if options.teacher is not None else student
 
     # mu: one value or a grid, each in [0, 1].
     try:
         mu = validate_mu(parse_grid(options.mu))
     except (GridError, ParameterError) as error:
-        raise _UsageError(f"--mu {options.mu}: {error}") from error
+        raise UsageError(f"--mu {options.mu}: {error}") from error
     if single_mu:
         _require(mu.size == 1, f"--mu must be one value in [0, 1], got {options.mu!r}; the escape command takes a grid.")
 
@@ -565,7 +317,7 @@ def _check_simulate_memory(setting: _ModelSetting, steps: int, n_records: int, n
     else:
         request = f"--steps {steps} with --record {record} and --seeds {setting.seeds}"
         fix = "use --record log, or fewer --steps or --seeds" if record == "all" else "use fewer --seeds"
-    raise _UsageError(
+    raise UsageError(
         f"{request} needs about {_format_bytes(needed)} for the records and the CSV text, above the limit of "
         f"{_format_bytes(DEFAULT_MEMORY_LIMIT)}; {fix}."
     )
@@ -642,16 +394,16 @@ def _flow_columns(setting: _ModelSetting, steps: int, record_steps: np.ndarray) 
             m_exit=1.0,
         )
     except ArithmeticError as error:
-        raise _ComputationError(f"flow integration failed at mu = {float(setting.mu[0]):g}: {error}") from error
+        raise ComputationError(f"flow integration failed at mu = {float(setting.mu[0]):g}: {error}") from error
     if trajectory.t.size != times.size:
-        raise _ComputationError(f"flow integration returned {trajectory.t.size} time points instead of {times.size}: {trajectory.status}")
+        raise ComputationError(f"flow integration returned {trajectory.t.size} time points instead of {times.size}: {trajectory.status}")
     return {"u": trajectory.u, "m": trajectory.m, "abs_m": np.abs(trajectory.m), "loss": trajectory.loss}
 
 
 def _run_simulate(options: argparse.Namespace, command: str) -> int:
     # -- validation, before any computation ------------------------------
     if options.output is not None and options.plot is not None and Path(options.output).resolve() == Path(options.plot).resolve():
-        raise _UsageError(f"--output and --plot name the same file {options.output!r}. Give the figure its own path.")
+        raise UsageError(f"--output and --plot name the same file {options.output!r}. Give the figure its own path.")
     setting = _model_setting(options, single_mu=True)
     _require(options.steps >= 1, f"--steps must be an integer >= 1, got {options.steps}.")
     if setting.method == "flow" and setting.m0 is not None:
@@ -690,7 +442,7 @@ def _run_simulate(options: argparse.Namespace, command: str) -> int:
     # -- output ----------------------------------------------------------
     text = outputs.format_trajectory_csv(table, command)
     figure = outputs.render_trajectory_figure(table, command) if options.plot is not None else None
-    _write_outputs(text, options.output, figure, options.plot)
+    write_outputs(text, options.output, figure, options.plot)
     for warning in warnings:
         print(f"{PROGRAM} simulate: warning: {warning}", file=sys.stderr)
     return EXIT_OK
@@ -783,7 +535,7 @@ def _flow_row(setting: _ModelSetting, mu: float, horizon: int, m_exit: float) ->
             m_exit=m_exit,
         )
     except ArithmeticError as error:
-        raise _ComputationError(f"flow integration failed at mu = {mu:g}: {error}") from error
+        raise ComputationError(f"flow integration failed at mu = {mu:g}: {error}") from error
     note = "" if trajectory.escaped else f"the flow did not escape by t = {horizon * setting.eta:.6g} ({horizon} steps)"
     return _row_from_time(setting, mu, trajectory.escape_time, note)
 
@@ -878,10 +630,6 @@ def _escape_description(setting: _ModelSetting, m_exit: float, statistic: str) -
     return tuple(lines)
 
 
-def _is_terminal() -> bool:
-    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-
-
 def _run_escape(options: argparse.Namespace, command: str) -> int:
     # -- validation, before any computation ------------------------------
     setting = _model_setting(options, single_mu=False)
@@ -895,7 +643,7 @@ def _run_escape(options: argparse.Namespace, command: str) -> int:
 
     # -- computation, one mu at a time -----------------------------------
     mu_values = [float(value) for value in setting.mu]
-    if setting.method != "linear" and _is_terminal():
+    if setting.method != "linear" and is_terminal():
         from tqdm.auto import tqdm
 
         mu_values = tqdm(mu_values, desc=f"escape ({setting.method})", unit="mu", file=sys.stderr)
@@ -921,39 +669,6 @@ def _run_escape(options: argparse.Namespace, command: str) -> int:
         description=_escape_description(setting, m_exit, options.statistic),
     )
     formatters = {"table": outputs.format_escape_table, "csv": outputs.format_escape_csv, "json": outputs.format_escape_json}
-    _write_outputs(formatters[options.format](table), options.output, None, None)
+    write_outputs(formatters[options.format](table), options.output, None, None)
     return EXIT_OK
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join([PROGRAM] + [shlex.quote(argument) for argument in arguments])
-    parser = _build_parser()
-
-    try:
-        options = parser.parse_args(_attach_dash_values(arguments))
-    except SystemExit as exit_request:
-        # argparse exits for --help, --version and usage errors. Return its status instead.
-        code = exit_request.code
-        return code if isinstance(code, int) else EXIT_USAGE
-
-    prefix = f"{PROGRAM} {options.command}"
-    try:
-        return options.handler(options, command)
-    except (_UsageError, LoraTheoryError) as error:
-        print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return EXIT_USAGE
-    except _WriteError as error:
-        print(f"{prefix}: error: {error}", file=sys.stderr)
-        return EXIT_WRITE_FAILED
-    except _ComputationError as error:
-        print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return EXIT_COMPUTATION_FAILED
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
