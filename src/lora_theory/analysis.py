@@ -21,6 +21,12 @@ from .rates import escape_rates
 
 __all__ = ["SearchPhaseFit", "search_phase", "information_exponent", "hermite_coefficient"]
 
+#: Relative tolerance of the flow integrations of :func:`search_phase`.
+FLOW_RTOL = 1e-10
+
+#: Default initial overlaps of :func:`search_phase`: 13 values log-spaced in [1e-12, 1e-3].
+DEFAULT_M0 = np.logspace(-12, -3, 13)
+
 
 @dataclass(frozen=True)
 class SearchPhaseFit:
@@ -60,9 +66,12 @@ def search_phase(
 ) -> SearchPhaseFit:
     """Measure t_search(mu, m0) on the flow and fit it against the linear theory.
 
-    ``m0`` defaults to 13 values log-spaced in [1e-12, 1e-3].
+    ``m0`` (shape ``(n,)``) defaults to :data:`DEFAULT_M0`. Each run starts
+    at ``(u0, m0)`` and is integrated with relative tolerance
+    :data:`FLOW_RTOL` up to the default horizon of
+    :func:`lora_theory.dynamics.integrate_flow`.
     """
-    m0 = np.logspace(-12, -3, 13) if m0 is None else np.asarray(m0, dtype=float)
+    m0 = DEFAULT_M0.copy() if m0 is None else np.asarray(m0, dtype=float)
     if m0.ndim != 1 or m0.size < 2 or np.any(~np.isfinite(m0)) or np.any(m0 <= 0) or np.any(m0 >= m_exit):
         raise ParameterError(f"m0 must be at least two finite values in (0, m_exit = {m_exit}), got {m0.tolist()}")
     rates = escape_rates(student, teacher, mu=[mu])
@@ -73,7 +82,9 @@ def search_phase(
 
     times = np.full(m0.size, np.nan)
     for index, start in enumerate(m0):
-        trajectory = integrate_flow(student, teacher, mu=mu, u0=u0, m0=float(start), kappa=kappa, m_exit=m_exit)
+        trajectory = integrate_flow(
+            student, teacher, mu=mu, u0=u0, m0=float(start), kappa=kappa, m_exit=m_exit, rtol=FLOW_RTOL
+        )
         if trajectory.escaped:
             times[index] = trajectory.escape_time
 

@@ -9,8 +9,9 @@ cell in which both components change sign (or vanish at a corner) seeds a
 root polish (:func:`scipy.optimize.root`, hybrid Powell method) from its
 centre, together with the analytic candidates ``(0, 0)`` and
 ``(+-(1 - mu), +-1)``. Roots are kept when the residual is below
-``1e-10``, deduplicated within ``1e-7``, and classified by the eigenvalues
-of the Jacobian, which is generated from the symbolic flow.
+``RESIDUAL_TOLERANCE``, deduplicated within ``DEDUPLICATION_DISTANCE``, and
+classified by the eigenvalues of the Jacobian, which is generated from the
+symbolic flow.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ __all__ = ["FixedPoint", "fixed_points"]
 RESIDUAL_TOLERANCE = 1e-10
 #: Relative size of a real part below which an eigenvalue counts as zero.
 HYPERBOLICITY_TOLERANCE = 1e-8
+#: Step tolerance of the root polish (``xtol`` of the hybrid Powell method).
+ROOT_STEP_TOLERANCE = 1e-13
+#: Roots closer than this in both u and m count as one fixed point.
+DEDUPLICATION_DISTANCE = 1e-7
+#: Step of the one-sided differences used where the generated Jacobian is not finite.
+ONE_SIDED_STEP = 1e-7
+#: Sample points in u and m of the sign-change search.
+DEFAULT_GRID = (121, 81)
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,9 @@ class FixedPoint:
     ``(du/dt, dm/dt)``; ``stability`` is "stable", "unstable", "saddle" or
     "non-hyperbolic"; ``role`` is "search point" (``u = m = 0``), "global
     minimum" (zero loss), "spurious attractor" (stable with positive loss) or
-    "other".
+    "other". ``jacobian_method`` is "symbolic" (generated from the flow) or
+    "one-sided differences" (where the generated Jacobian is not finite, at
+    kinks). Eigenvalues are rates in the plain time unit t = eta * steps.
     """
 
     u: float
@@ -54,6 +65,7 @@ class FixedPoint:
     eigenvalues: np.ndarray
     stability: str
     role: str
+    jacobian_method: str = "symbolic"
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,7 +78,7 @@ def _jacobian_functions(student_canonical: str, teacher_canonical: str, student,
     return entries
 
 
-def _one_sided_jacobian(velocity, point: np.ndarray, step: float = 1e-7) -> np.ndarray:
+def _one_sided_jacobian(velocity, point: np.ndarray, step: float = ONE_SIDED_STEP) -> np.ndarray:
     matrix = np.empty((2, 2))
     for column in range(2):
         direction = np.zeros(2)
@@ -95,7 +107,7 @@ def fixed_points(
     mu: float,
     kappa: float = 0.0,
     u_max: float = 3.0,
-    grid: tuple[int, int] = (121, 81),
+    grid: tuple[int, int] = DEFAULT_GRID,
 ) -> tuple[FixedPoint, ...]:
     """All fixed points with ``|u| <= u_max`` and ``m`` in [-1, 1], sorted by loss then u.
 
@@ -141,14 +153,14 @@ def fixed_points(
     # Polish each seed and keep genuine, distinct roots inside the domain.
     found: list[tuple[float, float]] = []
     for seed in seeds:
-        solution = root(velocity, np.array(seed, dtype=float), method="hybr", options={"xtol": 1e-13})
+        solution = root(velocity, np.array(seed, dtype=float), method="hybr", options={"xtol": ROOT_STEP_TOLERANCE})
         point = solution.x
         if not np.all(np.isfinite(point)) or abs(point[1]) > 1 + 1e-9 or abs(point[0]) > u_max:
             continue
         point = np.array([point[0], float(np.clip(point[1], -1.0, 1.0))])
         if np.max(np.abs(velocity(point))) > RESIDUAL_TOLERANCE:
             continue
-        if any(abs(point[0] - a) < 1e-7 and abs(point[1] - b) < 1e-7 for a, b in found):
+        if any(abs(point[0] - a) < DEDUPLICATION_DISTANCE and abs(point[1] - b) < DEDUPLICATION_DISTANCE for a, b in found):
             continue
         found.append((float(point[0]), float(point[1])))
 
@@ -158,10 +170,12 @@ def fixed_points(
         matrix = np.array(
             [[float(jacobian[row, column](u_value, m_value, mu, kappa)) for column in range(2)] for row in range(2)]
         )
+        jacobian_method = "symbolic"
         if not np.all(np.isfinite(matrix)):
             # Kinked activations make the flow non-differentiable at m = +-1 or u = 0 (terms
             # |u| sqrt(1 - m^2)); use one-sided differences pointing into the domain instead.
             matrix = _one_sided_jacobian(velocity, np.array([u_value, m_value]))
+            jacobian_method = "one-sided differences"
         eigenvalues = np.linalg.eigvals(matrix)
         loss = float(functions.loss(u_value, m_value, mu))
         stability = _classify(eigenvalues)
@@ -173,5 +187,5 @@ def fixed_points(
             role = "spurious attractor"
         else:
             role = "other"
-        points.append(FixedPoint(u_value, m_value, loss, eigenvalues, stability, role))
+        points.append(FixedPoint(u_value, m_value, loss, eigenvalues, stability, role, jacobian_method))
     return tuple(sorted(points, key=lambda point: (round(point.loss, 12), point.u)))

@@ -1,7 +1,8 @@
 """Singular pre-training strengths: zeros of A(mu) and the critical initial alignment.
 
-Convention: aligned rank-1 model, time ``t = eta * steps`` (plain unit),
-``Var lam = Q``, ``Cov(lam, lam*) = R``.
+Convention: aligned rank-1 model, time ``t = eta * steps`` (plain unit)
+unless ``time_unit="hermite"`` is requested, ``Var lam = Q``,
+``Cov(lam, lam*) = R``.
 
 At a zero ``mu_s`` of ``A(mu)`` the linear escape rate vanishes. With
 ``B(mu_s) < 0``, ``tau(mu) ~ |B(mu_s)| / (A'(mu_s)^2 (mu - mu_s)^2)`` on
@@ -29,18 +30,25 @@ from typing import Optional
 import numpy as np
 import sympy as sp
 
+from .activations import parse_activation
 from .codegen import generate
 from .derivation import derive
 from .expectations import Q, R
 from .model import mu as MU
-from .rates import escape_rates, validate_mu
+from .rates import _time_unit_factor, escape_rates, validate_mu
 
 __all__ = ["SingularPoint", "singular_points"]
 
 
 @dataclass(frozen=True)
 class SingularPoint:
-    """A zero ``mu`` of A(mu) with the local behaviour of the flow (plain time unit)."""
+    """A zero ``mu`` of A(mu) with the local behaviour of the flow.
+
+    ``A_slope`` (dA/dmu), ``B`` and ``growth_curvature`` are rates and
+    ``tau_prefactor`` is a time, all in ``time_unit``: the hermite unit divides
+    the rates of a student He_k by k! * k and multiplies the prefactor by it.
+    ``critical_alignment`` is an overlap and has no unit.
+    """
 
     mu: float
     A_slope: float
@@ -48,6 +56,7 @@ class SingularPoint:
     growth_curvature: float
     tau_prefactor: Optional[float]
     critical_alignment: Optional[float]
+    time_unit: str = "plain"
 
     def describe(self) -> str:
         """Summarise the divergence law and m_c in one line."""
@@ -71,12 +80,18 @@ def _local_expressions(student, teacher):
     return derivation, sp.diff(derivation.A, MU), curvature
 
 
-def singular_points(student, teacher=None, mu_range=(0.0, 1.0)) -> tuple[SingularPoint, ...]:
+def singular_points(student, teacher=None, mu_range=(0.0, 1.0), time_unit: str = "plain") -> tuple[SingularPoint, ...]:
     """Zeros of A(mu) in ``mu_range`` with the tau prefactor and the critical alignment m_c.
+
+    ``time_unit`` is ``"plain"`` (t = eta * steps) or ``"hermite"`` (rates
+    divided by k! * k for a student that is exactly He_k, as in
+    :func:`lora_theory.rates.escape_rates`).
 
     Example: He3 learning He3 has mu_s = 0.3207243 and m_c = 0.58193.
     """
     lower, upper = validate_mu(mu_range)[[0, -1]]
+    # Check the unit before any derivation, so that a bad request fails fast.
+    factor = _time_unit_factor(parse_activation(student), time_unit)
     located = escape_rates(student, teacher, mu=np.array([lower, upper])).singular_mu
     if not located:
         return ()
@@ -94,5 +109,9 @@ def singular_points(student, teacher=None, mu_range=(0.0, 1.0)) -> tuple[Singula
         critical = None
         if c != 0 and 0 < -B / c <= 1:
             critical = float(np.sqrt(-B / c))
-        points.append(SingularPoint(float(value), A_slope, B, c, prefactor, critical))
+
+        # Rates scale by 1 / factor and the prefactor |B| / A'^2 by factor; m_c is a ratio of rates.
+        if prefactor is not None:
+            prefactor *= factor
+        points.append(SingularPoint(float(value), A_slope / factor, B / factor, c / factor, prefactor, critical, time_unit))
     return tuple(points)
