@@ -39,10 +39,12 @@ import numpy as np
 from . import __version__
 from .activations import parse_activation
 from .grids import parse_grid
-from .rates import EscapeRates, escape_rates
+from .rates import SINGULAR_TOLERANCE, EscapeRates, escape_rates
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
+    from .singular import SingularPoint
 
 __all__ = [
     "atomic_write_bytes",
@@ -218,27 +220,74 @@ def _rows(rates: EscapeRates) -> list[dict[str, float | None]]:
     return [{column: _finite_or_none(row.get(column)) for column in RATE_COLUMNS} for row in rates.rows()]
 
 
+def describe_tau_method(rates: EscapeRates) -> str:
+    """Describe how the tau command obtained its rates, for table headers and JSON."""
+    source = "closed forms" if rates.exact else "numerical Gaussian quadrature"
+    return (
+        f"linear theory at (u, m) = (0, 0): A(mu) and B(mu) from {source}, lambda_plus = (B + sqrt(B^2 + 4 A^2)) / 2, "
+        "tau = 1 / lambda_plus; zeros of A(mu) located to 1e-10"
+    )
+
+
+def _singular_fields(point: "SingularPoint") -> dict[str, float | str | None]:
+    # The keys of one entry of "singular_points" in the JSON output of the tau command.
+    return {
+        "mu": float(point.mu),
+        "tau_prefactor": _finite_or_none(point.tau_prefactor),
+        "critical_alignment": _finite_or_none(point.critical_alignment),
+        "A_slope": _finite_or_none(point.A_slope),
+        "B": _finite_or_none(point.B),
+        "growth_curvature": _finite_or_none(point.growth_curvature),
+        "description": point.describe(),
+    }
+
+
+def _singular_law(point: "SingularPoint") -> str:
+    """Describe the divergence law and m_c of a singular point, short enough for a note cell."""
+    if point.tau_prefactor is not None:
+        law = f"tau ~ {point.tau_prefactor:.6g} (mu - mu_s)^-2"
+    else:
+        law = "B(mu_s) > 0, so tau stays finite but m does not move at linear order"
+    alignment = "no m_c in (0, 1]" if point.critical_alignment is None else f"m_c = {point.critical_alignment:.6g}"
+    return f"{law}, {alignment}"
+
+
+def _notes_with_singular(rates: EscapeRates, singular_points: Sequence["SingularPoint"]) -> list[str]:
+    # A row that sits on a singular mu gets the divergence law and m_c after its reason.
+    notes = []
+    for value, note in zip(rates.mu, rates.notes):
+        text = note or ""
+        for point in singular_points:
+            if abs(float(value) - point.mu) <= SINGULAR_TOLERANCE:
+                text = f"{text}; {_singular_law(point)}" if text else _singular_law(point)
+        notes.append(text)
+    return notes
+
+
 # ---------------------------------------------------------------------------
 # Text formats
 # ---------------------------------------------------------------------------
 
 
-def format_table(rates: EscapeRates) -> str:
-    """Render a fixed-width text table with a header naming specs and time unit.
+def format_table(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = ()) -> str:
+    """Render a fixed-width text table with a header naming specs, time unit and method.
 
     Undefined entries read ``undefined`` and the last column gives the reason.
-    A closing line lists the singular mu (zeros of A) inside the grid's range.
+    A closing line lists the singular mu (zeros of A) inside the grid's range,
+    followed by one line per entry of ``singular_points`` with the divergence
+    law of tau and the critical alignment m_c.
     """
     header = RATE_COLUMNS
     body = []
-    for row, note in zip(_rows(rates), rates.notes):
+    for row, note in zip(_rows(rates), _notes_with_singular(rates, singular_points)):
         cells = [_format_number(row[column]) for column in RATE_COLUMNS]
-        body.append((cells, note or ""))
+        body.append((cells, note))
 
     widths = [max([len(name)] + [len(cells[index]) for cells, _ in body]) for index, name in enumerate(header)]
     lines = [
         f"escape rates: student {rates.student}, teacher {rates.teacher}",
         f"time unit: {describe_time_unit(rates.time_unit, rates.student)}",
+        f"method: {describe_tau_method(rates)}",
         "",
         "  ".join(name.rjust(width) for name, width in zip(header, widths)) + "  note",
     ]
@@ -249,32 +298,42 @@ def format_table(rates: EscapeRates) -> str:
     if rates.singular_mu:
         lines.append("")
         lines.append(f"singular mu (A(mu) = 0, tau diverges) in {span}: {_format_singular(rates.singular_mu)}")
+        for point in singular_points:
+            lines.append(f"  {point.describe()} (time unit {point.time_unit})")
     else:
         lines.append("")
         lines.append(f"singular mu (A(mu) = 0) in {span}: none")
     return "\n".join(lines) + "\n"
 
 
-def format_csv(rates: EscapeRates) -> str:
+def format_csv(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = ()) -> str:
     """Render CSV with columns ``mu, A, B, lambda_plus, tau, note``.
 
-    Undefined values are empty cells and ``note`` gives the reason. Numbers
-    use Python's shortest round-trip representation.
+    Undefined values are empty cells and ``note`` gives the reason. At a row
+    whose mu is one of ``singular_points`` the note adds the divergence law
+    ``tau ~ prefactor (mu - mu_s)^-2`` and m_c. Numbers use Python's shortest
+    round-trip representation.
     """
+    # NOTE: the CSV keeps its header as the first line for existing readers, so singular mu that fall
+    # between grid points appear only in the table and the JSON output.
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RATE_COLUMNS + ("note",))
-    for row, note in zip(_rows(rates), rates.notes):
-        writer.writerow(["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS] + [note or ""])
+    for row, note in zip(_rows(rates), _notes_with_singular(rates, singular_points)):
+        writer.writerow(["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS] + [note])
     return buffer.getvalue()
 
 
-def format_json(rates: EscapeRates) -> str:
+def format_json(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = ()) -> str:
     """Render the JSON object of the ``tau`` command.
 
-    The object is ``{"student", "teacher", "time_unit", "rows", "singular_mu"}``
-    where each row is ``{"mu", "A", "B", "lambda_plus", "tau"}`` and undefined
-    values are ``null``. ``allow_nan=False`` guarantees that no ``NaN`` or
+    The object is ``{"student", "teacher", "time_unit", "rows", "singular_mu",
+    "time_unit_description", "method", "singular_points"}`` where each row is
+    ``{"mu", "A", "B", "lambda_plus", "tau"}``, each singular point is
+    ``{"mu", "tau_prefactor", "critical_alignment", "A_slope", "B",
+    "growth_curvature", "description"}`` and undefined values are ``null``.
+    The last three keys were added after the first five, which keep their
+    order and meaning. ``allow_nan=False`` guarantees that no ``NaN`` or
     ``Infinity`` token reaches the output.
     """
     document = {
@@ -283,6 +342,9 @@ def format_json(rates: EscapeRates) -> str:
         "time_unit": str(rates.time_unit),
         "rows": _rows(rates),
         "singular_mu": [float(value) for value in rates.singular_mu],
+        "time_unit_description": describe_time_unit(rates.time_unit, rates.student),
+        "method": describe_tau_method(rates),
+        "singular_points": [_singular_fields(point) for point in singular_points],
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
@@ -344,11 +406,31 @@ def _label_log_axes(axes: "Axes", ylabel: str) -> None:
     axes.grid(True, which="major", alpha=0.3)
 
 
-def render_tau_figure(rates: EscapeRates, command: str) -> bytes:
+def _annotate_singular(axes: "Axes", singular_points: Sequence["SingularPoint"]) -> None:
+    # The label sits at the foot of the dotted line of each singular mu (y in axes coordinates),
+    # away from the legend, and extends towards the middle of the plot.
+    transform = axes.get_xaxis_transform()
+    left, right = axes.get_xlim()
+    for index, point in enumerate(singular_points):
+        if point.tau_prefactor is not None:
+            law = rf"$\tau \approx {point.tau_prefactor:.4g}\,(\mu - \mu_s)^{{-2}}$"
+        else:
+            law = r"$B(\mu_s) > 0$"
+        alignment = "" if point.critical_alignment is None else rf", $m_c$ = {point.critical_alignment:.4g}"
+        axes.text(
+            point.mu, 0.03 + 0.07 * (index % 3), rf"$\mu_s$ = {point.mu:.6g}: {law}{alignment}",
+            transform=transform, fontsize=7, ha="left" if point.mu < (left + right) / 2 else "right", va="bottom",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1.0},
+        )
+
+
+def render_tau_figure(rates: EscapeRates, command: str, singular_points: Sequence["SingularPoint"] = ()) -> bytes:
     """Render tau(mu) on a log scale as PNG bytes, with singular mu as dotted vertical lines.
 
-    ``command`` is the command line that made the figure. It is printed in the
-    figure's footer and stored in the PNG metadata with the package version.
+    Each entry of ``singular_points`` labels its line with the divergence law
+    of tau and the critical alignment m_c. ``command`` is the command line
+    that made the figure. It is printed in the figure's footer and stored in
+    the PNG metadata with the package version.
     """
     figure = _new_figure(7.0, 4.5)
     axes = figure.add_subplot()
@@ -357,6 +439,7 @@ def render_tau_figure(rates: EscapeRates, command: str) -> bytes:
         axes.plot([], [], color="gray", linestyle=":", label=r"singular $\mu$: $A(\mu) = 0$")
 
     _label_log_axes(axes, rf"escape time $\tau$, time unit {rates.time_unit}")
+    _annotate_singular(axes, singular_points)
     axes.set_title(describe_time_unit(rates.time_unit, rates.student), fontsize=9)
     axes.legend(fontsize=8)
 

@@ -11,6 +11,7 @@ from .._errors import GridError, ParameterError, TimeUnitError
 from ..activations import MAX_HERMITE_DEGREE
 from ..grids import GRID_FORMS, parse_grid
 from ..rates import escape_rates
+from ..singular import singular_points
 from ._common import EXIT_OK, PROGRAM, UsageError, WriteError, parse_spec, write_outputs
 
 _FORMATTERS = {
@@ -99,9 +100,14 @@ def _run_tau(options: argparse.Namespace, command: str) -> int:
     except TimeUnitError as error:
         raise UsageError(f"--time-unit {options.time_unit}: {error}") from error
 
+    # The divergence law of tau and m_c at each zero of A(mu) in the grid's range, in the same time unit.
+    singular = ()
+    if rates.singular_mu:
+        singular = singular_points(student, teacher, mu_range=(float(mu.min()), float(mu.max())), time_unit=options.time_unit)
+
     # Render everything before writing anything.
-    text = _FORMATTERS[options.format](rates)
-    figure = outputs.render_tau_figure(rates, command) if options.plot is not None else None
+    text = _FORMATTERS[options.format](rates, singular)
+    figure = outputs.render_tau_figure(rates, command, singular) if options.plot is not None else None
 
     write_outputs(text, options.output, figure, options.plot)
     return EXIT_OK
