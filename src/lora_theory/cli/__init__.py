@@ -13,6 +13,12 @@ Commands::
                        --method linear|flow|reduced|full [--m-exit X] [--seeds K]
                        [--max-steps N] [--statistic median|mean] [--m0 X] [--u0 X]
                        [--kappa X] [--seed S] [--format table|csv|json] [--output PATH]
+    lora-theory fixed-points --student SPEC [--teacher SPEC] --mu M [--kappa K] [--u-max X]
+                             [--format table|csv|json] [--output PATH] [--plot PNG]
+    lora-theory search --student SPEC [--teacher SPEC] --mu M [--m0 GRID] [--kappa K] [--m-exit X]
+                       [--format table|csv|json] [--output PATH] [--plot PNG]
+    lora-theory phase-diagram [--k-max K] [--mu GRID] [--time-unit plain|hermite] [--d D] [--kappa K]
+                              [--m-exit X] [--format table|csv|json] [--output PATH] [--plot PNG]
     lora-theory latex --student SPEC [--teacher SPEC] [--output FILE] [--fragment]
 
 Exit status: 0 on success, 1 when an output file cannot be written or a
@@ -33,7 +39,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import LoraTheoryError
-from . import _latex, _rates, _trajectories
+from . import _analysis, _latex, _rates, _trajectories
 from ._common import (
     EXIT_COMPUTATION_FAILED,
     EXIT_USAGE,
@@ -49,7 +55,7 @@ from ._common import (
 __all__ = ["main"]
 
 #: The modules that add commands, in the order of the help text.
-_COMMAND_MODULES = (_rates, _trajectories, _latex)
+_COMMAND_MODULES = (_rates, _trajectories, _analysis, _latex)
 
 
 def _build_parser() -> ArgumentParser:
