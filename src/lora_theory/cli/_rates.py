@@ -6,13 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import outputs
+from .. import full_report, outputs
 from .._errors import GridError, ParameterError, TimeUnitError
 from ..activations import MAX_HERMITE_DEGREE
 from ..grids import GRID_FORMS, parse_grid
 from ..rates import escape_rates
 from ..singular import singular_points
-from ._common import EXIT_OK, PROGRAM, UsageError, WriteError, parse_spec, write_outputs
+from ._common import EXIT_OK, PROGRAM, ComputationError, UsageError, WriteError, parse_spec, write_outputs
+
+#: Default folders of the report and of report --full.
+_REPORT_FOLDER = "lora-theory-report"
+_FULL_REPORT_FOLDER = "lora-theory-full-report"
 
 _FORMATTERS = {
     "table": outputs.format_table,
@@ -75,9 +79,21 @@ def add_parsers(commands) -> None:
     report.add_argument(
         "--output",
         metavar="DIR",
-        default="lora-theory-report",
-        help="folder for the report files, created if missing (default: ./lora-theory-report/)",
+        help=(
+            f"folder for the report files, created if missing (default: ./{_REPORT_FOLDER}/, "
+            f"or ./{_FULL_REPORT_FOLDER}/ with --full)"
+        ),
     )
+    report.add_argument(
+        "--full",
+        action="store_true",
+        help=(
+            "instead of the default report, write every figure of the analysis notebooks at full size "
+            "(PNG) and a summary.md stating the command, version and settings of each file; takes several minutes"
+        ),
+    )
+    # Size of the --full figures; "small" exists for the tests and is left out of the help.
+    report.add_argument("--full-size", choices=full_report.SIZES, default="full", help=argparse.SUPPRESS)
     report.set_defaults(handler=_run_report)
 
 
@@ -117,16 +133,48 @@ def _print_progress(index: int, total: int, spec: str) -> None:
     print(f"{PROGRAM} report: computing {spec} ({index + 1}/{total})", file=sys.stderr, flush=True)
 
 
+def _run_full_report(options: argparse.Namespace, command: str) -> int:
+    folder = options.output if options.output is not None else _FULL_REPORT_FOLDER
+    current: list[str] = []
+
+    def progress(index: int, total: int, name: str) -> None:
+        current[:] = [name]
+        # Progress lines only when a person watches the terminal.
+        if sys.stderr.isatty():
+            print(f"{PROGRAM} report --full: computing {name} ({index + 1}/{total})", file=sys.stderr, flush=True)
+
+    try:
+        figures = full_report.make_figures(options.full_size, command=command, progress=progress)
+    except ArithmeticError as error:
+        # A flow integration or SGD simulation that failed on valid settings.
+        raise ComputationError(f"computing the figure {current[-1]} failed: {error}") from error
+    try:
+        paths = full_report.write_full_report(folder, figures, command)
+    except OSError as error:
+        raise WriteError(error.filename or folder, error) from error
+
+    print(f"Full report written to {Path(folder).resolve()}:")
+    for path in paths:
+        print(f"  {path.resolve()}")
+    return EXIT_OK
+
+
 def _run_report(options: argparse.Namespace, command: str) -> int:
+    if options.full:
+        return _run_full_report(options, command)
+    if options.full_size != "full":
+        raise UsageError("--full-size applies only with --full")
+
+    folder = options.output if options.output is not None else _REPORT_FOLDER
     # Progress lines only when a person watches the terminal.
     progress = _print_progress if sys.stderr.isatty() else None
     entries = outputs.compute_report(progress=progress)
     try:
-        paths = outputs.write_report(options.output, entries, command)
+        paths = outputs.write_report(folder, entries, command)
     except OSError as error:
-        raise WriteError(error.filename or options.output, error) from error
+        raise WriteError(error.filename or folder, error) from error
 
-    folder = Path(options.output).resolve()
+    folder = Path(folder).resolve()
     print(f"Report written to {folder}:")
     for path in paths:
         print(f"  {path.resolve()}")
