@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -31,6 +31,8 @@ class SGDProblem:
 
     ``student`` and ``teacher`` are sigma and sigma*, ``student_derivative``
     is sigma'; each is a vectorised NumPy callable or, for a constant, a float.
+    ``student_expression`` and ``teacher_expression`` are their SymPy
+    expressions in ``z`` when known, so a sampler can pick a compiled step.
     """
 
     student: Vectorised | float
@@ -40,6 +42,8 @@ class SGDProblem:
     d: int
     eta: float
     batch: int
+    student_expression: sp.Expr | None = field(default=None, compare=False)
+    teacher_expression: sp.Expr | None = field(default=None, compare=False)
 
     @classmethod
     def build(cls, student: Activation, teacher: Activation, *, mu: float, d: int, eta: float, batch: int) -> "SGDProblem":
@@ -52,6 +56,8 @@ class SGDProblem:
             d=d,
             eta=eta,
             batch=batch,
+            student_expression=student.expr,
+            teacher_expression=teacher.expr,
         )
 
     @staticmethod
