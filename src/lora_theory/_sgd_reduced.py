@@ -27,12 +27,18 @@ Random stream of one run, in the order it is consumed from the run's
 
 Whole blocks are always drawn, so the first ``n`` steps of a run do not
 depend on the total number of steps, on the other runs or on memory limits.
+
+For an erf student and an erf teacher, and when numba is installed, the
+per-sample work of a step runs in the compiled loop of
+:mod:`lora_theory._sgd_compiled`. It consumes the same random numbers and
+agrees with the NumPy step to rounding.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _sgd_compiled
 from ._sgd_common import SGDProblem
 
 #: Steps whose random numbers are drawn together; part of the stream layout.
@@ -55,10 +61,28 @@ class ReducedSampler:
     """Advance a chunk of independent runs in lock-step.
 
     State arrays ``u`` and ``m`` have shape ``(n_runs,)``; run ``r`` draws all
-    its randomness from ``generators[r]``.
+    its randomness from ``generators[r]``. ``compiled`` selects the step:
+    ``None`` uses the compiled one when numba is installed and it supports the
+    problem, ``False`` always uses NumPy, and ``True`` requires the compiled
+    one and raises :class:`RuntimeError` when it cannot be used.
     """
 
-    def __init__(self, problem: SGDProblem, generators: list[np.random.Generator], u0: float, m0: float | None):
+    def __init__(
+        self,
+        problem: SGDProblem,
+        generators: list[np.random.Generator],
+        u0: float,
+        m0: float | None,
+        compiled: bool | None = None,
+    ):
+        usable = _sgd_compiled.available() and _sgd_compiled.supports(problem)
+        if compiled and not usable:
+            raise RuntimeError(
+                "the compiled reduced step needs numba (pip install lora-theory[fast]) and an erf student "
+                f"and teacher, got numba installed: {_sgd_compiled.available()}, student "
+                f"{problem.student_expression}, teacher {problem.teacher_expression}; pass compiled=None or False."
+            )
+        self.compiled = usable if compiled is None else compiled
         self.problem = problem
         self.generators = generators
         n_runs = len(generators)
@@ -72,6 +96,9 @@ class ReducedSampler:
         self._normals = np.empty((n_runs, BLOCK_STEPS, 2, problem.batch))
         self._chi_square = np.empty((n_runs, BLOCK_STEPS))
         self._position = BLOCK_STEPS
+        if self.compiled:
+            _sgd_compiled.erf_taylor_table()
+            self._sums = np.empty((n_runs, 3))
 
     def _draw_block(self) -> None:
         orthogonal_dimensions = self.problem.d - 2
@@ -90,23 +117,32 @@ class ReducedSampler:
         problem = self.problem
         eta, batch = problem.eta, problem.batch
         u, m = self.u, self.m
-        lam_star = self._normals[:, k, 0, :]
-        zeta = self._normals[:, k, 1, :]
 
         # Coordinates of v in the orthonormal pair (w*, e); clip rounding above |m| = 1.
         c = np.sqrt(np.maximum(1.0 - m * m, 0.0))
 
-        # Pre-activations nu = <v, x> and lam = <w0 + u v, x> of each sample.
-        nu = m[:, None] * lam_star
-        nu += c[:, None] * zeta
-        lam = u[:, None] * nu
-        lam += problem.mu * lam_star
-        g = problem.gradient_factor(lam, lam_star)
+        if self.compiled:
+            # The same sums as below, in one compiled loop over the samples.
+            sums = self._sums
+            _sgd_compiled.erf_batch_sums(self._normals, k, m, c, u, problem.mu, sums)
+            along_teacher = sums[:, 0] / batch
+            along_e = sums[:, 1] / batch
+            rest_squared = sums[:, 2] * self._chi_square[:, k] / batch**2
+        else:
+            lam_star = self._normals[:, k, 0, :]
+            zeta = self._normals[:, k, 1, :]
 
-        # Batch means along w* and e, and the squared norm of the orthogonal rest.
-        along_teacher = np.einsum("rb,rb->r", g, lam_star) / batch
-        along_e = np.einsum("rb,rb->r", g, zeta) / batch
-        rest_squared = np.einsum("rb,rb->r", g, g) * self._chi_square[:, k] / batch**2
+            # Pre-activations nu = <v, x> and lam = <w0 + u v, x> of each sample.
+            nu = m[:, None] * lam_star
+            nu += c[:, None] * zeta
+            lam = u[:, None] * nu
+            lam += problem.mu * lam_star
+            g = problem.gradient_factor(lam, lam_star)
+
+            # Batch means along w* and e, and the squared norm of the orthogonal rest.
+            along_teacher = np.einsum("rb,rb->r", g, lam_star) / batch
+            along_e = np.einsum("rb,rb->r", g, zeta) / batch
+            rest_squared = np.einsum("rb,rb->r", g, g) * self._chi_square[:, k] / batch**2
 
         # v' = v - eta u mean_b g_b x_b, then renormalise; mean_b g_b nu_b = m a + c b.
         step_size = eta * u
