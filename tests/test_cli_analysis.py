@@ -364,6 +364,18 @@ def test_tau_csv_note_at_singular_row(capsys):
     assert "no m_c in (0, 1]" in rows[1]["note"]
 
 
+def test_tau_json_relu_kink_endpoint(capsys):
+    # ReLU: A = (1 - mu) / 2, B = -1/2, so tau ~ 2 (mu - 1)^-2; the growth curvature contains delta
+    # terms of the kink and is null rather than a failure.
+    status, out, err = run(capsys, "tau", "--student", "relu", "--mu", "0.5,1", "--format", "json")
+    assert status == 0, err
+    (point,) = load_json(out)["singular_points"]
+    assert point["mu"] == 1.0
+    assert point["tau_prefactor"] == pytest.approx(2.0, rel=1e-12)
+    assert point["growth_curvature"] is None
+    assert point["critical_alignment"] is None
+
+
 def test_tau_plot_with_singular_points(capsys, tmp_path):
     figure = tmp_path / "tau.png"
     status, _, err = run(capsys, "tau", "--student", "He3", "--mu", "0:1:21", "--plot", str(figure))

@@ -69,3 +69,10 @@ def test_he3_spurious_attractor():
 def test_fixed_points_bad_mu():
     with pytest.raises(ParameterError, match="mu"):
         fixed_points("x", mu=1.2)
+
+
+def test_jacobian_method_recorded():
+    # ReLU minima sit on the kink m = 1, where the generated Jacobian is not finite.
+    points = _by_position(fixed_points("relu", mu=0.5))
+    assert points[(0.0, 0.0)].jacobian_method == "symbolic"
+    assert points[(0.5, 1.0)].jacobian_method == "one-sided differences"

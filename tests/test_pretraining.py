@@ -48,3 +48,23 @@ def test_bad_arguments():
         assess_pretraining("x", d=100, eta=0.0)
     with pytest.raises(ParameterError, match="k_max"):
         phase_diagram(k_max=31)
+
+
+def test_boundary_brackets_singular_mu():
+    # He7 at d = 1000: tau diverges at mu_s = 0.4718..., so a sliver around mu_s hurts even though
+    # no grid point falls in it; the two boundaries bracket mu_s and t_exit equals the baseline there.
+    diagram = phase_diagram(k_max=7, d=1000)
+    comparison = diagram.comparison
+    (mu_s,) = diagram.singular[7]
+    lower, upper = comparison.boundary[7]
+    assert lower < mu_s < upper
+    assert np.all(comparison.verdict[6] == "helps")
+    times, _ = exit_time("He7", mu=[lower, upper], d=1000)
+    # Brent's method stops at 1e-10 in mu, over which t_exit changes by a relative 4e-7 near mu_s
+    # (measured), so 1e-5 leaves room.
+    np.testing.assert_allclose(times * 7 * 5040, comparison.baseline_time[6], rtol=1e-5)
+
+
+def test_phase_diagram_bad_dimension():
+    with pytest.raises(ParameterError, match="d must be"):
+        phase_diagram(k_max=2, d=2)

@@ -49,3 +49,34 @@ def test_describe_names_law_and_alignment():
     assert "(mu - 0.3207243473" in text
     assert "m_c = 0.5819" in text
     assert np.isfinite(point.tau_prefactor)
+
+
+def test_hermite_unit_scales_prefactor():
+    # The hermite unit divides the rates of He3 by 3! * 3 = 18: tau and its prefactor grow by 18,
+    # and m_c, a ratio of two rates, does not change.
+    (plain,) = singular_points("He3", mu_range=(0.02, 0.99))
+    (hermite,) = singular_points("He3", mu_range=(0.02, 0.99), time_unit="hermite")
+    assert hermite.time_unit == "hermite"
+    assert hermite.tau_prefactor == pytest.approx(18 * plain.tau_prefactor, rel=1e-12)
+    assert hermite.B == pytest.approx(plain.B / 18, rel=1e-12)
+    assert hermite.A_slope == pytest.approx(plain.A_slope / 18, rel=1e-12)
+    assert hermite.critical_alignment == pytest.approx(plain.critical_alignment, rel=1e-12)
+
+
+def test_relu_endpoint_prefactor():
+    # ReLU: A = (1 - mu) / 2 and B = -1/2, so tau ~ |B| / A'^2 (mu - 1)^-2 = 2 (mu - 1)^-2. The growth
+    # curvature contains delta terms of the kink and is reported as nan instead of failing.
+    (point,) = singular_points("relu", mu_range=(0.5, 1.0))
+    assert point.mu == 1.0
+    assert point.tau_prefactor == pytest.approx(2.0, rel=1e-12)
+    assert np.isnan(point.growth_curvature)
+    assert point.critical_alignment is None
+    assert "tau ~ 2 (mu - 1)^-2" in point.describe()
+
+
+def test_double_zero_has_no_law():
+    # He2 learning He3: A and B = 2 - 6 mu^2 both vanish at mu = 1/sqrt(3), so no divergence law exists.
+    points = singular_points("He2", "He3", mu_range=(0.1, 0.9))
+    (point,) = [point for point in points if abs(point.mu - 1 / np.sqrt(3)) < 1e-9]
+    assert point.tau_prefactor is None
+    assert "no divergence law" in point.describe()

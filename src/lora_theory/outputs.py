@@ -246,8 +246,10 @@ def _singular_law(point: "SingularPoint") -> str:
     """Describe the divergence law and m_c of a singular point, short enough for a note cell."""
     if point.tau_prefactor is not None:
         law = f"tau ~ {point.tau_prefactor:.6g} (mu - mu_s)^-2"
-    else:
+    elif point.B > 0:
         law = "B(mu_s) > 0, so tau stays finite but m does not move at linear order"
+    else:
+        law = "no divergence law (B(mu_s) or dA/dmu(mu_s) is zero or undefined)"
     alignment = "no m_c in (0, 1]" if point.critical_alignment is None else f"m_c = {point.critical_alignment:.6g}"
     return f"{law}, {alignment}"
 
@@ -414,8 +416,10 @@ def _annotate_singular(axes: "Axes", singular_points: Sequence["SingularPoint"])
     for index, point in enumerate(singular_points):
         if point.tau_prefactor is not None:
             law = rf"$\tau \approx {point.tau_prefactor:.4g}\,(\mu - \mu_s)^{{-2}}$"
-        else:
+        elif point.B > 0:
             law = r"$B(\mu_s) > 0$"
+        else:
+            law = "no divergence law"
         alignment = "" if point.critical_alignment is None else rf", $m_c$ = {point.critical_alignment:.4g}"
         axes.text(
             point.mu, 0.03 + 0.07 * (index % 3), rf"$\mu_s$ = {point.mu:.6g}: {law}{alignment}",

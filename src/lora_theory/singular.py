@@ -62,8 +62,10 @@ class SingularPoint:
         """Summarise the divergence law and m_c in one line."""
         if self.tau_prefactor is not None:
             law = f"tau ~ {self.tau_prefactor:.6g} (mu - {self.mu:.10g})^-2"
-        else:
+        elif self.B > 0:
             law = f"tau -> 1/B = {1 / self.B:.6g} (B > 0), no linear motion of m"
+        else:
+            law = "no divergence law: B(mu_s) or dA/dmu(mu_s) is zero or undefined"
         if self.critical_alignment is not None:
             alignment = f"escapes from u0 -> 0 only if |m0| > m_c = {self.critical_alignment:.6g}"
         else:
@@ -78,6 +80,13 @@ def _local_expressions(student, teacher):
     curvature = -(4 * MU**2 * sp.diff(loss, Q, 2) + 4 * MU * sp.diff(loss, Q, R) + sp.diff(loss, R, 2))
     curvature = curvature.subs(at_point, simultaneous=True)
     return derivation, sp.diff(derivation.A, MU), curvature
+
+
+def _generate_or_nan(expression: sp.Expr, name: str):
+    # Kinked activations give delta terms that make some local quantities infinite (zoo): report nan.
+    if expression.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        return lambda value: np.nan
+    return generate(expression, [MU], name)
 
 
 def singular_points(student, teacher=None, mu_range=(0.0, 1.0), time_unit: str = "plain") -> tuple[SingularPoint, ...]:
@@ -96,16 +105,16 @@ def singular_points(student, teacher=None, mu_range=(0.0, 1.0), time_unit: str =
     if not located:
         return ()
     derivation, slope, curvature = _local_expressions(student, teacher)
-    slope_function = generate(slope, [MU], "A_slope")
-    curvature_function = generate(curvature, [MU], "growth_curvature")
-    B_function = generate(derivation.B, [MU], "B")
+    slope_function = _generate_or_nan(slope, "A_slope")
+    curvature_function = _generate_or_nan(curvature, "growth_curvature")
+    B_function = _generate_or_nan(derivation.B, "B")
 
     points = []
     for value in located:
         A_slope = float(slope_function(value))
         B = float(B_function(value))
         c = float(curvature_function(value))
-        prefactor = abs(B) / A_slope**2 if B < 0 and A_slope != 0 else None
+        prefactor = abs(B) / A_slope**2 if B < 0 and A_slope != 0 and np.isfinite(A_slope) else None
         critical = None
         if c != 0 and 0 < -B / c <= 1:
             critical = float(np.sqrt(-B / c))
