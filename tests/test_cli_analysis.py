@@ -206,6 +206,26 @@ def test_search_csv_comment_lines(capsys):
         assert float(row["t_fit"]) == pytest.approx(float(row["t_search"]), rel=1e-9)
 
 
+def test_search_formats_without_escape():
+    # A run that did not escape is undefined: "undefined" in the table, an empty cell in CSV, null in JSON.
+    from lora_theory import analysis_outputs
+
+    result = analysis_outputs.SearchResult(
+        settings={"student": "x", "teacher": "x", "mu": 0.5, "kappa": 1.0, "m_exit": 0.5, "u0": 0.0},
+        method="flow", tolerances={"rtol": 1e-10}, m0=np.array([1e-6, 1e-4, 1e-2]),
+        t_search=np.array([60.0, 40.0, np.nan]), slope=4.8, offset=1.0, tau=4.8, offset_linear=0.7,
+        A=0.5, lambda_plus=0.2,
+    )
+    table = analysis_outputs.format_search(result, "table", "lora-theory search")
+    assert "undefined" in table
+    assert "over 2 of 3 m0" in table
+    _, rows = split_csv(analysis_outputs.format_search(result, "csv", "lora-theory search"))
+    assert rows[2]["t_search"] == ""
+    document = load_json(analysis_outputs.format_search(result, "json", "lora-theory search"))
+    assert document["rows"][2]["t_search"] is None
+    assert document["fit"]["escaped"] == 2
+
+
 def test_search_plot_is_png(capsys, tmp_path):
     figure = tmp_path / "search.png"
     status, _, err = run(capsys, "search", "--student", "x", "--mu", "0.5", "--m0", "1e-6,1e-4", "--plot", str(figure))
@@ -277,6 +297,39 @@ def test_phase_diagram_boundary_equal_times(capsys):
     np.testing.assert_allclose(times, entry["baseline_time"], rtol=1e-8)
     inside = [row for row in document["rows"] if row["k"] == 3 and boundary[0] < row["mu"] < boundary[1]]
     assert inside and all(row["verdict"] == "helps" for row in inside)
+
+
+def test_phase_diagram_verdict_unit_free(capsys):
+    # Both escape times scale by k! * k in the hermite unit, so the verdicts and boundaries agree.
+    arguments = ["phase-diagram", "--k-max", "3", "--mu", "0.2,0.5,0.8", "--format", "json"]
+    _, hermite, _ = run(capsys, *arguments)
+    status, plain, err = run(capsys, *arguments, "--time-unit", "plain")
+    assert status == 0, err
+    hermite_document, plain_document = load_json(hermite), load_json(plain)
+    assert plain_document["time_unit"] == "plain"
+    for hermite_row, plain_row in zip(hermite_document["rows"], plain_document["rows"]):
+        k = hermite_row["k"]
+        assert hermite_row["verdict"] == plain_row["verdict"]
+        assert hermite_row["tau"] == pytest.approx(math.factorial(k) * k * plain_row["tau"], rel=1e-12)
+        assert hermite_row["baseline_time"] == pytest.approx(math.factorial(k) * k * plain_row["baseline_time"], rel=1e-12)
+    for hermite_entry, plain_entry in zip(hermite_document["degrees"], plain_document["degrees"]):
+        assert hermite_entry["boundary_mu"] == plain_entry["boundary_mu"]
+
+
+def test_phase_diagram_noisy_baseline_never_escapes(capsys):
+    # At kappa = 10 the renormalisation drift of the baseline beats its drive for He2 and He3 from
+    # 1/sqrt(1000), so the baseline time is null and pre-training helps wherever t_exit is defined.
+    status, out, err = run(capsys, "phase-diagram", "--k-max", "3", "--mu", "0.2,0.5", "--kappa", "10", "--format", "json")
+    assert status == 0, err
+    document = load_json(out)
+    assert document["comparison"]["kappa"] == 10
+    for entry in document["degrees"][1:]:
+        assert entry["baseline_time"] is None
+        assert entry["boundary_mu"] == []
+    for row in document["rows"]:
+        if row["k"] >= 2:
+            assert row["baseline_time"] is None
+            assert row["verdict"] == ("helps" if row["t_exit"] is not None else "undefined")
 
 
 def test_phase_diagram_csv_one_row_per_cell(capsys):

@@ -90,7 +90,10 @@ def search_phase(
 
     escaped = np.isfinite(times)
     if escaped.sum() < 2:
-        raise ParameterError(f"the flow escaped from fewer than two of the m0 values at mu = {mu!r}; use larger m0")
+        raise ParameterError(
+            f"the flow escaped from fewer than two of the m0 values at mu = {mu!r}, kappa = {kappa!r}, "
+            f"m_exit = {m_exit!r}; use larger m0, a smaller kappa or a smaller m_exit"
+        )
     logarithm = np.log(m_exit / m0[escaped])
     slope, offset = np.polyfit(logarithm, times[escaped], 1)
     return SearchPhaseFit(float(mu), float(kappa), float(m_exit), m0, times, float(slope), float(offset), tau, offset_linear)

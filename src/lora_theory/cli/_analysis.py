@@ -257,14 +257,18 @@ def _run_search(options: argparse.Namespace, command: str) -> int:
     m_exit = _m_exit(options.m_exit)
     m0 = _m0_grid(options.m0, m_exit)
 
+    # A singular mu has no linear search phase to compare with; say so before integrating.
+    rates = escape_rates(student, teacher, mu=[mu])
+    if rates.notes[0] is not None:
+        raise UsageError(f"--mu {options.mu}: no linear search phase at mu = {mu:g}: {rates.notes[0]}. Choose another mu.")
+
     # -- computation -----------------------------------------------------
     try:
         fit = search_phase(student, teacher, mu=mu, m0=m0, kappa=kappa, m_exit=m_exit)
     except ParameterError as error:
-        raise UsageError(f"--mu {options.mu}: {error}") from error
+        raise UsageError(f"--m0 {options.m0}: {error}") from error
     except ArithmeticError as error:
         raise ComputationError(f"flow integration failed at mu = {mu:g}: {error}") from error
-    rates = escape_rates(student, teacher, mu=[mu])
     method, tolerances = _search_method(kappa)
     settings = {"student": student.spec, "teacher": teacher.spec, "mu": mu, "kappa": kappa, "m_exit": m_exit, "u0": 0.0}
     result = analysis_outputs.SearchResult(
