@@ -80,3 +80,16 @@ def test_double_zero_has_no_law():
     (point,) = [point for point in points if abs(point.mu - 1 / np.sqrt(3)) < 1e-9]
     assert point.tau_prefactor is None
     assert "no divergence law" in point.describe()
+
+
+def test_kinked_teacher_numerical_slope():
+    # tanh learning relu: the symbolic dA/dmu and growth curvature need the second derivative of the
+    # kink, so the slope comes from a central difference of A and m_c stays unknown. The prefactor
+    # still matches tau (mu - mu_s)^2 at distance 1e-4 to 1e-3 (correction of order |A| / |B|).
+    (point,) = singular_points("tanh", "relu", mu_range=(0.0, 1.0))
+    assert np.isnan(point.growth_curvature)
+    assert point.critical_alignment is None
+    assert "critical alignment unknown" in point.describe()
+    for offset in (-1e-4, 1e-4):
+        rates = escape_rates("tanh", "relu", mu=[point.mu + offset])
+        assert abs(rates.tau[0] * offset**2 / point.tau_prefactor - 1) < 1e-3

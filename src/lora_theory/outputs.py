@@ -250,7 +250,12 @@ def _singular_law(point: "SingularPoint") -> str:
         law = "B(mu_s) > 0, so tau stays finite but m does not move at linear order"
     else:
         law = "no divergence law (B(mu_s) or dA/dmu(mu_s) is zero or undefined)"
-    alignment = "no m_c in (0, 1]" if point.critical_alignment is None else f"m_c = {point.critical_alignment:.6g}"
+    if point.critical_alignment is not None:
+        alignment = f"m_c = {point.critical_alignment:.6g}"
+    elif not math.isfinite(point.growth_curvature):
+        alignment = "m_c unknown (growth curvature undefined at a kink)"
+    else:
+        alignment = "no m_c in (0, 1]"
     return f"{law}, {alignment}"
 
 

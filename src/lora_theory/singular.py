@@ -31,11 +31,12 @@ import numpy as np
 import sympy as sp
 
 from .activations import parse_activation
+from ._errors import LoraTheoryError
 from .codegen import generate
 from .derivation import derive
 from .expectations import Q, R
 from .model import mu as MU
-from .rates import _time_unit_factor, escape_rates, validate_mu
+from .rates import _time_unit_factor, escape_rates, rate_functions, validate_mu
 
 __all__ = ["SingularPoint", "singular_points"]
 
@@ -68,6 +69,8 @@ class SingularPoint:
             law = "no divergence law: B(mu_s) or dA/dmu(mu_s) is zero or undefined"
         if self.critical_alignment is not None:
             alignment = f"escapes from u0 -> 0 only if |m0| > m_c = {self.critical_alignment:.6g}"
+        elif not np.isfinite(self.growth_curvature):
+            alignment = "critical alignment unknown (the growth curvature is undefined at a kink)"
         else:
             alignment = "no critical alignment in (0, 1]"
         return f"mu_s = {self.mu:.10g}: {law}; {alignment}"
@@ -82,11 +85,42 @@ def _local_expressions(student, teacher):
     return derivation, sp.diff(derivation.A, MU), curvature
 
 
+#: |B(mu_s)| below this multiple of the scale of dA/dmu and c counts as zero.
+B_ZERO_TOLERANCE = 1e-12
+
+
+def _undefined(value):
+    return np.nan
+
+
 def _generate_or_nan(expression: sp.Expr, name: str):
-    # Kinked activations give delta terms that make some local quantities infinite (zoo): report nan.
+    """Generate a callable of mu, or one that returns nan where a kink leaves the quantity undefined.
+
+    Kinked activations give Dirac-delta terms: after substitution they are
+    infinite (zoo), or the numerical kernel rejects them (LoraTheoryError)
+    when it is compiled or first evaluated.
+    """
     if expression.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        return lambda value: np.nan
-    return generate(expression, [MU], name)
+        return _undefined
+    try:
+        function = generate(expression, [MU], name)
+    except LoraTheoryError:
+        return _undefined
+
+    def evaluate(value):
+        try:
+            return function(value)
+        except LoraTheoryError:
+            return np.nan
+
+    return evaluate
+
+
+def _numerical_slope(function, value: float, step: float = 1e-6) -> float:
+    """dA/dmu by a central difference inside [0, 1] (one-sided at the ends), error of order step^2."""
+    lower, upper = max(value - step, 0.0), min(value + step, 1.0)
+    values = function(np.array([lower, upper]))
+    return float((values[1] - values[0]) / (upper - lower))
 
 
 def singular_points(student, teacher=None, mu_range=(0.0, 1.0), time_unit: str = "plain") -> tuple[SingularPoint, ...]:
@@ -107,13 +141,20 @@ def singular_points(student, teacher=None, mu_range=(0.0, 1.0), time_unit: str =
     derivation, slope, curvature = _local_expressions(student, teacher)
     slope_function = _generate_or_nan(slope, "A_slope")
     curvature_function = _generate_or_nan(curvature, "growth_curvature")
-    B_function = _generate_or_nan(derivation.B, "B")
+    rates = rate_functions(student, teacher)
 
     points = []
     for value in located:
         A_slope = float(slope_function(value))
-        B = float(B_function(value))
+        if not np.isfinite(A_slope):
+            A_slope = _numerical_slope(rates.A, float(value))
+        B = float(rates.B(np.array([value]))[0])
         c = float(curvature_function(value))
+
+        # B evaluated at a floating-point root of A can be round-off (1e-16) where B vanishes with A.
+        scale = max([1.0] + [abs(number) for number in (A_slope, c) if np.isfinite(number)])
+        if abs(B) <= B_ZERO_TOLERANCE * scale:
+            B = 0.0
         prefactor = abs(B) / A_slope**2 if B < 0 and A_slope != 0 and np.isfinite(A_slope) else None
         critical = None
         if c != 0 and 0 < -B / c <= 1:
