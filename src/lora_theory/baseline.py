@@ -27,9 +27,24 @@ from .codegen import generate
 from .derivation import derive
 from .dynamics import FlowTrajectory, integrate
 from .expectations import Q, R
+from .escape import NOT_ESCAPED, EscapeSummary, summarize_escape
 from .model import SPHERICAL_BASELINE, kappa, m
+from .simulation import DEFAULT_MEMORY_LIMIT, SimulationDivergedError
 
-__all__ = ["BaselineFunctions", "ScalingSweep", "baseline_functions", "integrate_baseline", "largest_noise_ratio", "scaling_sweep"]
+__all__ = [
+    "BaselineFunctions",
+    "BaselineSimulationParameters",
+    "BaselineSimulationResult",
+    "ScalingSweep",
+    "baseline_functions",
+    "integrate_baseline",
+    "largest_noise_ratio",
+    "scaling_sweep",
+    "simulate_baseline",
+]
+
+# Target size of the working buffers of one chunk of runs, as for the LoRA samplers.
+_CHUNK_BYTES = 64 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -149,3 +164,260 @@ def scaling_sweep(student, teacher=None, *, d_values, fraction: float = 0.5, bat
     response = np.log(steps / np.log(d_values)) if divide_log else np.log(steps)
     slope = float(np.polyfit(np.log(d_values), response, 1)[0])
     return ScalingSweep(reference.spec, d_values, eta, eta * d_values / batch, times, steps, slope, divide_log)
+
+
+# ---------------------------------------------------------------------------
+# SGD of the baseline
+# ---------------------------------------------------------------------------
+
+#: Names of the baseline samplers accepted by :func:`simulate_baseline`.
+BASELINE_METHODS = ("reduced", "full")
+
+
+@dataclass(frozen=True)
+class BaselineSimulationParameters:
+    """Everything that determines a baseline simulation, after validation.
+
+    ``seed`` is the entropy of the root :class:`numpy.random.SeedSequence`;
+    ``m0`` is ``None`` when each run starts from a uniformly random ``v``;
+    ``backend`` is the kernel that ran (``"numpy"``, ``"numba"``, or
+    ``"numpy"`` for the full sampler).
+    """
+
+    method: str
+    student: str
+    teacher: str
+    d: int
+    eta: float
+    batch: int
+    steps: int
+    n_runs: int
+    seed: int
+    m0: float | None
+    m_exit: float
+    backend: str
+
+    @property
+    def kappa(self) -> float:
+        """Noise ratio ``kappa = eta d / B`` of the flow limit."""
+        return self.eta * self.d / self.batch
+
+
+@dataclass(frozen=True, eq=False)
+class BaselineSimulationResult:
+    """Recorded overlaps and escape steps of a set of baseline SGD runs.
+
+    ``m`` has shape ``(n_runs, n_records)``: the overlap of run ``r`` at
+    ``record_steps[j]``, nan after the run's ``last_step``. ``initial_m``,
+    ``final_m`` and ``last_step`` have shape ``(n_runs,)``. ``escape_step``
+    (first step with ``|m| >= m_exit``) and ``diverged_step`` (first
+    non-finite overlap) are masked arrays, masked where the event did not
+    happen; a run with neither is censored at ``steps``.
+    """
+
+    parameters: BaselineSimulationParameters
+    record_steps: np.ndarray
+    m: np.ndarray
+    initial_m: np.ndarray
+    final_m: np.ndarray
+    last_step: np.ndarray
+    escape_step: np.ma.MaskedArray
+    diverged_step: np.ma.MaskedArray
+
+    @property
+    def escaped(self) -> np.ndarray:
+        """Boolean mask of the runs that escaped, shape (n_runs,)."""
+        return ~np.ma.getmaskarray(self.escape_step)
+
+    @property
+    def censored(self) -> np.ndarray:
+        """Boolean mask of the runs that neither escaped nor diverged, shape (n_runs,)."""
+        return np.ma.getmaskarray(self.escape_step) & np.ma.getmaskarray(self.diverged_step)
+
+    def escape_summary(self, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> EscapeSummary:
+        """Escape statistics in steps, samples and ``t`` (see :func:`lora_theory.escape.summarize_escape`)."""
+        return summarize_escape(
+            self.escape_step,
+            batch=self.parameters.batch,
+            eta=self.parameters.eta,
+            max_steps=self.parameters.steps,
+            diverged_step=self.diverged_step,
+            confidence=confidence,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
+
+
+def simulate_baseline(
+    student,
+    teacher=None,
+    *,
+    d: int,
+    eta: float,
+    batch: int = 1,
+    steps: int,
+    n_runs: int = 1,
+    seed: int | None = 0,
+    method: str = "reduced",
+    m0: float | None = None,
+    m_exit: float = 0.5,
+    record="log",
+    stop_when_escaped: bool = False,
+    on_divergence: str = "raise",
+    backend: str = "auto",
+    progress: bool | None = None,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+) -> BaselineSimulationResult:
+    """Simulate one-pass spherical SGD of the no-pre-training baseline for ``n_runs`` independent runs.
+
+    The student is ``yhat = sigma(<v, x>)`` with a unit vector ``v`` (no
+    ``w0``, no scale ``u``), trained by SGD on ``(yhat - y)^2 / 2`` with step
+    ``eta``, a fresh batch of ``B`` samples per step and ``v`` renormalised
+    after every step; ``m = <v, w*>``. Time units: ``steps``, samples
+    ``= B * steps``, ``t = eta * steps``.
+
+    ``method="reduced"`` samples the law of ``m`` exactly at ``O(B)`` cost
+    per step (see :mod:`lora_theory._sgd_baseline`); ``method="full"``
+    simulates the d-dimensional vectors. Run ``r`` draws from a generator
+    seeded by ``numpy.random.SeedSequence(seed).spawn(n_runs)[r]``, so its
+    trajectory does not depend on the other runs.
+
+    ``backend`` selects the reduced kernel: ``"numba"`` (needs numba and
+    polynomial activations), ``"numpy"``, or ``"auto"`` for numba where it
+    applies. Both give bit-identical results. The remaining arguments mean
+    what they mean for :func:`lora_theory.simulation.simulate`; ``m0``
+    defaults to the overlap of a uniformly random ``v``.
+
+    Raises
+    ------
+    ParameterError
+        For a parameter outside its domain or a simulation beyond ``memory_limit``.
+    SimulationDivergedError
+        With ``on_divergence="raise"``, when a run's overlap becomes non-finite.
+    """
+    from . import _sgd_baseline
+    from .simulation import _integer, _progress_bar, _real, _record_size, _record_steps
+
+    # -- validation, before any work --------------------------------------
+    if method not in BASELINE_METHODS:
+        raise ParameterError(f"method must be one of {BASELINE_METHODS}, got {method!r}.")
+    if backend not in _sgd_baseline.BACKENDS:
+        raise ParameterError(f"backend must be one of {_sgd_baseline.BACKENDS}, got {backend!r}.")
+    student_activation = parse_activation(student)
+    teacher_activation = student_activation if teacher is None else parse_activation(teacher)
+    d = _integer("d", d, 3, "the reduced sampler needs w* and two further directions, so use d >= 3")
+    eta = _real("eta", eta, "pass a positive learning rate")
+    if eta <= 0:
+        raise ParameterError(f"eta must be > 0, got {eta!r}; pass a positive learning rate.")
+    batch = _integer("batch", batch, 1, "use a mini-batch of at least one sample")
+    steps = _integer("steps", steps, 0, "pass the number of SGD steps")
+    n_runs = _integer("n_runs", n_runs, 1, "simulate at least one run")
+    if seed is not None:
+        seed = _integer("seed", seed, 0, "pass a non-negative integer or None for fresh entropy")
+    if m0 is not None:
+        m0 = _real("m0", m0, "pass an overlap in [-1, 1] or None for a uniformly random v")
+        if not -1.0 <= m0 <= 1.0:
+            raise ParameterError(f"m0 must lie in [-1, 1], got {m0!r}; it is the overlap <v, w*> of unit vectors.")
+    m_exit = _real("m_exit", m_exit, "pass an escape threshold in (0, 1]")
+    if not 0.0 < m_exit <= 1.0:
+        raise ParameterError(f"m_exit must lie in (0, 1], got {m_exit!r}; the default is 0.5.")
+    if on_divergence not in ("raise", "report"):
+        raise ParameterError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}.")
+    memory_limit = _integer("memory_limit", memory_limit, 1, "pass a number of bytes")
+
+    activations = _sgd_baseline.BaselineActivations(student_activation, teacher_activation)
+    if method == "full":
+        chosen_backend = "numpy"
+    elif backend == "numba":
+        if not _sgd_baseline.numba_available():
+            raise ParameterError("backend='numba' needs the numba package; install lora-theory[fast] or use backend='numpy'.")
+        if not activations.polynomial:
+            raise ParameterError(
+                f"backend='numba' needs polynomial activations, got student {student_activation.spec!r} and "
+                f"teacher {teacher_activation.spec!r}; use backend='numpy' or 'auto'."
+            )
+        chosen_backend = "numba"
+    elif backend == "auto" and activations.polynomial and _sgd_baseline.numba_available():
+        chosen_backend = "numba"
+    else:
+        chosen_backend = "numpy"
+
+    # Memory: records of m plus the working buffers of one chunk of runs.
+    n_records = _record_size(record, steps)
+    fixed = 8 * n_runs * (n_records + 10)
+    per_run = _sgd_baseline.full_bytes_per_run(batch, d) if method == "full" else _sgd_baseline.bytes_per_run(batch)
+    if fixed + per_run > memory_limit:
+        raise ParameterError(
+            f"the simulation needs {(fixed + per_run) / 1024**2:.0f} MiB for n_runs = {n_runs}, {n_records} recorded "
+            f"steps, batch = {batch} and d = {d}, above memory_limit = {memory_limit / 1024**2:.0f} MiB; record fewer "
+            "steps, lower n_runs or batch, use method='reduced', or raise memory_limit."
+        )
+    runs_per_chunk = int(max(1, min(n_runs, (memory_limit - fixed) // per_run, _CHUNK_BYTES // per_run)))
+    record_steps = _record_steps(record, steps)
+
+    root = np.random.SeedSequence(seed)
+    parameters = BaselineSimulationParameters(
+        method=method, student=student_activation.spec, teacher=teacher_activation.spec, d=d, eta=eta, batch=batch,
+        steps=steps, n_runs=n_runs, seed=int(root.entropy), m0=m0, m_exit=m_exit, backend=chosen_backend,
+    )
+
+    # -- chunks of runs -----------------------------------------------------
+    records = np.full((n_runs, record_steps.size), np.nan)
+    initial_m = np.empty(n_runs)
+    final_m = np.empty(n_runs)
+    last_step = np.empty(n_runs, dtype=np.int64)
+    escape_step = np.empty(n_runs, dtype=np.int64)
+    diverged_step = np.empty(n_runs, dtype=np.int64)
+    run_seeds = root.spawn(n_runs)
+    bar = _progress_bar(progress, n_runs * steps, f"{method} baseline SGD")
+    try:
+        for start in range(0, n_runs, runs_per_chunk):
+            runs = slice(start, min(start + runs_per_chunk, n_runs))
+            generators = [np.random.Generator(np.random.PCG64(sequence)) for sequence in run_seeds[runs]]
+            if method == "full":
+                sampler = _sgd_baseline.FullBaselineSampler(activations, generators, d=d, eta=eta, batch=batch, m0=m0)
+            else:
+                sampler = _sgd_baseline.ReducedBaselineSampler(
+                    activations, generators, d=d, eta=eta, batch=batch, m0=m0, backend=chosen_backend
+                )
+            state = _sgd_baseline.RunState(sampler.m0, record_steps, m_exit, stop_when_escaped)
+            state.observe(0)
+            done = 0
+            with np.errstate(all="ignore"):
+                while done < steps and state.active.any():
+                    n_steps = min(sampler.block, steps - done)
+                    sampler.advance(state, done, n_steps)
+                    done += n_steps
+                    bar.update(n_steps * (runs.stop - runs.start))
+            bar.update((steps - done) * (runs.stop - runs.start))
+            state.finish(steps)
+
+            diverged = np.flatnonzero(state.diverged_step != _sgd_baseline.NO_STEP)
+            if diverged.size and on_divergence == "raise":
+                run = int(diverged[0])
+                raise SimulationDivergedError(
+                    f"baseline SGD run {start + run} diverged at step {state.diverged_step[run]} (method {method!r}, "
+                    f"student {parameters.student!r}, teacher {parameters.teacher!r}, d = {d}, eta = {eta}, "
+                    f"batch = {batch}, seed = {parameters.seed}); lower eta, or pass on_divergence='report'.",
+                    run=start + run, step=int(state.diverged_step[run]), u=1.0, m=float(state.m[run]),
+                    parameters=parameters,
+                )
+            records[runs] = state.records
+            initial_m[runs] = state.initial_m
+            final_m[runs] = state.m
+            last_step[runs] = state.last_step
+            escape_step[runs] = state.escape_step
+            diverged_step[runs] = state.diverged_step
+    finally:
+        bar.close()
+
+    return BaselineSimulationResult(
+        parameters=parameters,
+        record_steps=record_steps,
+        m=records,
+        initial_m=initial_m,
+        final_m=final_m,
+        last_step=last_step,
+        escape_step=np.ma.masked_equal(escape_step, NOT_ESCAPED),
+        diverged_step=np.ma.masked_equal(diverged_step, NOT_ESCAPED),
+    )
