@@ -471,6 +471,8 @@ def _predicted_exponent(k: int | None) -> float | None:
 
 def _compute_scaling(settings: Mapping[str, object]) -> tuple[dict, str]:
     d_values = np.geomspace(float(settings["d_min"]), float(settings["d_max"]), int(settings["d_points"]))
+    # TODO: overlay the escape steps of simulated baseline SGD (lora_theory.baseline.simulate_baseline)
+    # once the package has a sweep over d for it. Until then the figure shows the baseline flow only.
     sweeps = {}
     exponents = {}
     for teacher in settings["teachers"]:
