@@ -439,16 +439,21 @@ def _render_information_exponent(data: Mapping[str, object], settings: Mapping[s
     teachers = list(data["exponents"])
     values = [0 if data["exponents"][teacher] is None else data["exponents"][teacher] for teacher in teachers]
     bars.bar(range(len(teachers)), values, color="tab:blue")
-    bars.set_xticks(range(len(teachers)), teachers, rotation=45, fontsize=8)
+    # Horizontal labels: a rotated "x" would read as "+".
+    bars.set_xticks(range(len(teachers)), teachers, fontsize=7)
     bars.set_ylabel(r"information exponent $k^*$ (0: none up to max degree)")
     bars.set_title(r"$k^*$ = smallest $k \geq 1$ with $E[\sigma^*(z)\,He_k(z)] \neq 0$", fontsize=9)
     bars.grid(True, axis="y", alpha=0.3)
 
+    from matplotlib import colormaps
+
     degrees = data["degrees"]
-    for teacher in teachers:
+    # tab20 gives up to 20 distinct colours, where the default cycle repeats after 10.
+    colours = colormaps["tab20"](np.arange(len(teachers)) % 20)
+    for colour, teacher in zip(colours, teachers):
         magnitude = np.abs(data["coefficients"][teacher])
         # Coefficients below 1e-12 are zeros of the expansion, so they show as gaps.
-        lines.plot(degrees, np.where(magnitude > 1e-12, magnitude, np.nan), marker="o", markersize=3, label=teacher)
+        lines.plot(degrees, np.where(magnitude > 1e-12, magnitude, np.nan), color=colour, marker="o", markersize=3, label=teacher)
     lines.set_yscale("log")
     lines.set_xlabel("Hermite degree k")
     lines.set_ylabel(r"$|E[\sigma^*(z)\,He_k(z)]| / \sqrt{k!}$")
