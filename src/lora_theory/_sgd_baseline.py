@@ -324,15 +324,16 @@ class ReducedBaselineSampler:
         self._normals = np.empty((len(generators), self.block, 2, batch))
         self._chi_square = np.empty((len(generators), self.block))
 
-    def _draw_block(self) -> None:
-        # Draw for every run, also stopped ones, so that the layout never depends on the other runs.
-        for run, generator in enumerate(self.generators):
+    def _draw_block(self, active: np.ndarray) -> None:
+        # A stopped run never reads its stream again, so only active runs draw.
+        for run in np.flatnonzero(active):
+            generator = self.generators[run]
             generator.standard_normal(out=self._normals[run])
             self._chi_square[run] = generator.chisquare(self.d - 2, size=self.block)
 
     def advance(self, state: RunState, first_step: int, n_steps: int) -> None:
         """Advance the active runs from ``first_step`` by ``n_steps <= block`` steps, drawing one block."""
-        self._draw_block()
+        self._draw_block(state.active)
         if self.backend == "numba":
             activations = self.activations
             _compiled_kernel()(
@@ -379,10 +380,10 @@ class FullBaselineSampler:
         self._inputs = np.empty((len(generators), batch, d))
 
     def advance(self, state: RunState, first_step: int, n_steps: int) -> None:
-        """Advance every run by ``n_steps`` steps; stopped runs keep drawing so their streams stay aligned."""
+        """Advance every active run by ``n_steps`` steps."""
         for k in range(n_steps):
-            for run, generator in enumerate(self.generators):
-                generator.standard_normal(out=self._inputs[run])
+            for run in np.flatnonzero(state.active):
+                self.generators[run].standard_normal(out=self._inputs[run])
             inputs = self._inputs
             lam_star = inputs[:, :, 0]
             nu = np.matmul(inputs, self.v[:, :, None])[:, :, 0]

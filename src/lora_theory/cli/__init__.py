@@ -20,6 +20,8 @@ Commands::
     lora-theory phase-diagram [--k-max K] [--mu GRID] [--time-unit plain|hermite] [--d D] [--kappa K]
                               [--m-exit X] [--format table|csv|json] [--output PATH] [--plot PNG]
     lora-theory latex --student SPEC [--teacher SPEC] [--output FILE] [--fragment]
+    lora-theory scaling --teacher SPEC [--student SPEC] [--mu M|none] [--d GRID] [--method flow|reduced]
+                        [--seeds K] [--fraction F] [--seed S] [--format table|csv|json] [--output PATH] [--plot PNG]
 
 Exit status: 0 on success, 1 when an output file cannot be written or a
 flow integration fails, 2 for a usage error. Usage errors are a bad option,
@@ -39,7 +41,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import LoraTheoryError
-from . import _analysis, _latex, _rates, _trajectories
+from . import _analysis, _latex, _rates, _scaling, _trajectories
 from ._common import (
     EXIT_COMPUTATION_FAILED,
     EXIT_USAGE,
@@ -55,7 +57,7 @@ from ._common import (
 __all__ = ["main"]
 
 #: The modules that add commands, in the order of the help text.
-_COMMAND_MODULES = (_rates, _trajectories, _analysis, _latex)
+_COMMAND_MODULES = (_rates, _trajectories, _analysis, _latex, _scaling)
 
 
 def _build_parser() -> ArgumentParser:
