@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from . import __version__, outputs
 from .activations import Activation, Z, parse_activation
@@ -43,7 +44,15 @@ from .expectations import Q, R
 from .kernels import DeltaKernel, GaussianKernel
 from .model import ALIGNED_RANK_ONE, kappa, m, mu, u
 
-__all__ = ["DERIVATIONS", "Equation", "document_equations", "latex_document", "write_derivations"]
+__all__ = [
+    "DERIVATIONS",
+    "Equation",
+    "derivation_files",
+    "derivations_index",
+    "document_equations",
+    "latex_document",
+    "write_derivations",
+]
 
 #: Student/teacher pairs of the checked-in documents under ``derivations/``, as
 #: ``(file stem, student spec, teacher spec or None for the student)``.
@@ -75,6 +84,7 @@ _G = sp.Symbol("zz_second_moment")
 _A = sp.Symbol("A")
 _B = sp.Symbol("B")
 _W = sp.Symbol("w", real=True)  # pre-activation scale on the lines m = +-1
+_W_POSITIVE = sp.Symbol("w", positive=True)
 
 _SYMBOL_NAMES = {_G: r"\mathbb{E}\left[g^{2}\right]"}
 
@@ -100,8 +110,24 @@ class Equation:
 # ---------------------------------------------------------------------------
 
 
+class _Printer(LatexPrinter):
+    """SymPy's LaTeX printer with plain bars for absolute values.
+
+    ``\\left| ... \\right|`` is what SymPy prints, but
+    :func:`sympy.parsing.latex.parse_latex` silently drops such a factor
+    (SymPy 1.14), so the documents could not be checked by parsing them back.
+    """
+
+    def _print_Abs(self, expr, exp=None):
+        printed = f"|{self._print(expr.args[0])}|"
+        return printed if exp is None else f"{printed}^{{{exp}}}"
+
+
+_PRINTER = _Printer({"inv_trig_style": "full", "symbol_names": _SYMBOL_NAMES})
+
+
 def _print(expression: sp.Expr) -> str:
-    return sp.latex(expression, inv_trig_style="full", symbol_names=_SYMBOL_NAMES)
+    return _PRINTER.doprint(expression)
 
 
 def _print_rhs(rhs) -> str:
@@ -148,7 +174,14 @@ def _tokens(expression: sp.Expr) -> list[str]:
         if sums:
             longest = max(sums, key=lambda factor: len(_print(factor)))
             rest = expression / longest
-            prefix = "" if rest == 1 else ("-" if rest == -1 else _print(rest))
+            if rest == 1:
+                prefix = ""
+            elif rest == -1:
+                prefix = "-"
+            elif isinstance(rest, sp.Add):
+                prefix = rf"\left({_print(rest)}\right)"
+            else:
+                prefix = _print(rest)
             inner = [_print(term) for term in longest.as_ordered_terms()]
             tokens = [rf"{prefix} \Bigl({inner[0]}".strip()]
             tokens.extend(_signed(term) for term in inner[1:])
@@ -306,18 +339,20 @@ def _drop_positive_abs(expression: sp.Expr) -> sp.Expr:
 
 
 def _simplify(expression: sp.Expr) -> sp.Expr:
-    """Shortest of the expression, its simplify and (for polynomials) its factored form."""
+    """Shortest of the expression and its simplified, factored or expanded forms."""
     if expression.has(GaussianKernel, DeltaKernel):
         return expression
-    # Factored radicands let SymPy pull squared factors out of square roots (erf rates).
-    factored_radicands = expression.replace(
-        lambda node: node.is_Pow and node.exp.is_Rational and not node.exp.is_Integer,
-        lambda node: sp.factor(node.base) ** node.exp,
-    )
-    candidates = [expression, sp.simplify(expression), sp.simplify(factored_radicands)]
-    if expression.is_polynomial(*sorted(expression.free_symbols, key=str)):
-        candidates.append(sp.factor(expression))
-        candidates.append(sp.expand(expression))
+    symbols = sorted(expression.free_symbols, key=str)
+    if expression.is_polynomial(*symbols):
+        # sympy.simplify only slows polynomials down; factor and expand cover them.
+        candidates = [expression, sp.factor(expression), sp.expand(expression)]
+    else:
+        # Factored radicands let SymPy pull squared factors out of square roots (erf rates).
+        factored_radicands = expression.replace(
+            lambda node: node.is_Pow and node.exp.is_Rational and not node.exp.is_Integer,
+            lambda node: sp.factor(node.base) ** node.exp,
+        )
+        candidates = [expression, sp.simplify(expression), sp.simplify(factored_radicands)]
     candidates = [_drop_positive_abs(candidate) for candidate in candidates]
     return min(candidates, key=lambda candidate: (len(_print(candidate)), sp.count_ops(candidate)))
 
@@ -335,7 +370,8 @@ class _FixedPoint:
 
 
 def _vanishes(expression: sp.Expr) -> bool:
-    return sp.simplify(expression) == 0
+    # Expanding settles polynomials quickly; simplify is needed for radicals and inverse sines.
+    return sp.expand(expression) == 0 or sp.simplify(expression) == 0
 
 
 def _fixed_points(derivation: Derivation) -> tuple[list[_FixedPoint], list[str]]:
@@ -353,7 +389,7 @@ def _fixed_points(derivation: Derivation) -> tuple[list[_FixedPoint], list[str]]
 
     def check(u_value, m_value) -> str | None:
         """'all' when the flow vanishes for every kappa, 'zero' for kappa = 0 only, else None."""
-        at_point = {variable: sp.simplify(expression.subs({u: u_value, m: m_value}, simultaneous=True)) for variable, expression in flow.items()}
+        at_point = {variable: expression.subs({u: u_value, m: m_value}, simultaneous=True) for variable, expression in flow.items()}
         if all(_vanishes(value) for value in at_point.values()):
             return "all"
         if all(_vanishes(value.subs(kappa, 0)) for value in at_point.values()):
@@ -371,9 +407,15 @@ def _fixed_points(derivation: Derivation) -> tuple[list[_FixedPoint], list[str]]
         )
 
     # Critical points of the pre-trained loss on the lines m = +-1, where lam = w lam*.
-    loss_line = derivation.loss.subs({Q: _W**2, R: _W}, simultaneous=True)
-    derivative = sp.diff(loss_line, _W)
     critical: list[sp.Expr] = []
+    derivative = sp.diff(derivation.loss.subs({Q: _W**2, R: _W}, simultaneous=True), _W)
+    domain = "real"
+    if not derivative.has(GaussianKernel, DeltaKernel) and not derivative.is_polynomial(_W):
+        # Kinked activations give acos(w / |w|) and radicals of 0, which simplify only for a signed w.
+        derivative = sp.diff(derivation.loss.subs({Q: _W_POSITIVE**2, R: _W_POSITIVE}, simultaneous=True), _W_POSITIVE)
+        derivative = sp.simplify(derivative).subs(_W_POSITIVE, _W)
+        domain = "positive"
+
     if derivative.has(GaussianKernel, DeltaKernel):
         remarks.append(
             r"The critical points of $L_0(w) = L(w^2, w)$ involve numerical kernels and have no closed form here."
@@ -385,21 +427,23 @@ def _fixed_points(derivation: Derivation) -> tuple[list[_FixedPoint], list[str]]
         else:
             for factor, _ in sp.factor_list(polynomial)[1]:
                 if factor.degree() <= 2:
-                    critical.extend(root for root in sp.roots(factor, filter="R"))
+                    critical.extend(root for root in sp.roots(factor, filter="R") if domain == "real" or root > 0)
                 else:
-                    values = ", ".join(f"{float(root):.10g}" for root in factor.real_roots())
+                    values = ", ".join(
+                        f"{float(root):.10g}" for root in factor.real_roots() if domain == "real" or root > 0
+                    )
                     if values:
                         remarks.append(
                             rf"The real roots $w \approx {values}$ of ${_print(factor.as_expr())} = 0$ give further "
                             r"fixed points on the lines $m = \pm 1$; they have no closed form in radicals of degree at most two here."
                         )
+        if domain == "positive":
+            remarks.append(r"Critical points of $L_0$ with $w \le 0$, if any, are not derived here.")
     else:
-        # Not a polynomial (erf, relu): the only closed-form candidate is the teacher itself, w = 1.
+        # No polynomial form (erf): the only closed-form candidate is the teacher itself, w = 1.
         if _vanishes(derivative.subs(_W, 1)):
             critical.append(sp.Integer(1))
-        remarks.append(
-            r"Other critical points of $L_0(w) = L(w^2, w)$, if any, have no closed form here."
-        )
+        remarks.append(r"Other critical points of $L_0(w) = L(w^2, w)$, if any, have no closed form here.")
 
     for index, w_value in enumerate(sorted(set(critical), key=lambda value: float(value))):
         for sign, name in ((1, "plus"), (-1, "minus")):
@@ -491,8 +535,9 @@ def document_equations(student, teacher=None) -> tuple[list[tuple[str, list[Equa
         Equation("tau", r"\tau(\mu) = \frac{1}{\lambda_{+}(\mu)}", (-_B + sp.sqrt(_B**2 + 4 * _A**2)) / (2 * _A**2)),
     ]
     if not derivation.A.has(GaussianKernel, DeltaKernel) and not derivation.B.has(GaussianKernel, DeltaKernel):
-        explicit_lambda = _simplify(derivation.lambda_plus)
-        explicit_tau = _simplify(derivation.tau)
+        # Built from the simplified A and B, which is faster to simplify and ends shorter.
+        explicit_lambda = _simplify((B + sp.sqrt(B**2 + 4 * A**2)) / 2)
+        explicit_tau = _simplify((-B + sp.sqrt(B**2 + 4 * A**2)) / (2 * A**2))
         if len(_print(explicit_lambda)) <= _EXPLICIT_RATE_CHARACTERS:
             rate_equations.append(Equation("lambda-plus-explicit", r"\lambda_{+}(\mu)", explicit_lambda))
         if len(_print(explicit_tau)) <= _EXPLICIT_RATE_CHARACTERS:
@@ -655,17 +700,14 @@ def latex_document(student, teacher=None, fragment: bool = False) -> str:
 # ---------------------------------------------------------------------------
 
 
-def derivation_files() -> dict[str, str]:
-    """Map file name to content for every document of :data:`DERIVATIONS` and the index."""
-    files: dict[str, str] = {}
-    index_rows = []
+def derivations_index() -> str:
+    """Return the ``README.md`` of ``derivations/``: what the documents contain and how to regenerate them."""
+    rows = []
     for stem, student_spec, teacher_spec in DERIVATIONS:
-        name = f"{stem}.tex"
-        files[name] = latex_document(student_spec, teacher_spec)
         student = parse_activation(student_spec)
         teacher = student if teacher_spec is None else parse_activation(teacher_spec)
-        index_rows.append(f"| [`{name}`]({name}) | `{student.spec}` | `{teacher.spec}` | `{_command(student, teacher)}` |")
-    files["README.md"] = (
+        rows.append(f"| [`{stem}.tex`]({stem}.tex) | `{student.spec}` | `{teacher.spec}` | `{_command(student, teacher)}` |")
+    return (
         "# Derivations\n\n"
         f"Generated by lora-theory {__version__}. Do not edit these files by hand: regenerate them from the\n"
         "repository root with\n\n"
@@ -676,8 +718,14 @@ def derivation_files() -> dict[str, str]:
         "phase, and the fixed points that have closed forms. Conventions: probabilists' Hermite\n"
         "polynomials He_k, time t = eta * steps. See `docs/latex.md`.\n\n"
         "| file | student | teacher | command |\n"
-        "|---|---|---|---|\n" + "\n".join(index_rows) + "\n"
+        "|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
+
+
+def derivation_files() -> dict[str, str]:
+    """Map file name to content for every document of :data:`DERIVATIONS` and the index ``README.md``."""
+    files = {f"{stem}.tex": latex_document(student, teacher) for stem, student, teacher in DERIVATIONS}
+    files["README.md"] = derivations_index()
     return files
 
 
