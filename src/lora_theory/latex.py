@@ -18,7 +18,7 @@ date.
 
 Gaussian kernels without a closed form (sigmoid, tanh, ``expr:`` specs)
 appear as named functions ``K_i(Q, R)`` with their defining integrands
-listed, and the document says that they are evaluated numerically.
+listed, and the document states that they are evaluated numerically.
 
 Running ``python -m lora_theory.latex --write-derivations FOLDER`` writes
 the documents of :data:`DERIVATIONS` and an index ``README.md``.
@@ -70,12 +70,12 @@ DERIVATIONS = (
 REGENERATE_COMMAND = "python -m lora_theory.latex --write-derivations derivations"
 
 # Width of a displayed line, in rendered characters (see _width), before a sum is broken
-# over lines. An A4 page with 2 cm margins fits about 80 digits of 11 pt mathematics, and
+# over lines. An A4 page with 2 cm margins fits roughly 80 digits of 11 pt mathematics, and
 # operators with their spacing take more room than the estimate counts.
 _LINE_WIDTH = 62
 
-# Explicit forms of lambda_plus and tau are shown only below this length of LaTeX source;
-# longer ones would fill pages without adding anything to the formula in A and B.
+# Explicit forms of lambda_plus and tau are shown only below this length of LaTeX source.
+# Longer ones would fill pages without adding anything to the formula in A and B.
 _EXPLICIT_RATE_CHARACTERS = 400
 
 # Symbols that stand for whole sub-expressions in the displayed equations.
@@ -93,7 +93,7 @@ _SYMBOL_NAMES = {_G: r"\mathbb{E}\left[g^{2}\right]"}
 class Equation:
     """One labelled display equation ``lhs = rhs``.
 
-    ``lhs`` is LaTeX source; ``rhs`` is a SymPy expression (or a tuple of
+    ``lhs`` is LaTeX source. ``rhs`` is a SymPy expression (or a tuple of
     expressions, shown as a point ``(u, m)``) in the symbols ``u``, ``m``,
     ``mu``, ``kappa``, ``Q``, ``R``, ``w`` and the placeholders ``G``
     (``E[g^2]``), ``A`` and ``B``. ``label`` is unique within one document.
@@ -159,6 +159,8 @@ def _tokens(expression: sp.Expr) -> list[str]:
     breaks inside that sum, which is then enclosed in ``\\Bigl( ... \\Bigr)``
     because ``\\left( ... \\right)`` cannot span lines.
     """
+    # NOTE: fractions and square roots are never broken, so a single long one can still be wider
+    # than the page. The tests check for overfull lines only in the documents of DERIVATIONS.
     printed = _print(expression)
     if _width(printed) <= _LINE_WIDTH:
         return [printed]
@@ -196,7 +198,7 @@ def _lines(lhs: str, rhs) -> list[str]:
         return [_print_rhs(rhs)]
     lines: list[str] = []
     current = ""
-    used = _width(lhs)  # the first line also holds the left-hand side
+    used = _width(lhs)  # the first line also contains the left-hand side
     for token in _tokens(rhs):
         if current and used + _width(current) + _width(token) > _LINE_WIDTH:
             used = 0
@@ -259,11 +261,8 @@ def _activation_latex(activation: Activation, symbol: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-@dataclass
 class _KernelNames:
     """Replace numerical kernels by named functions ``K_i(Q, R)`` and remember their integrands."""
-
-    definitions: list
 
     def __init__(self):
         self.definitions = []
@@ -631,7 +630,7 @@ def latex_document(student, teacher=None, fragment: bool = False) -> str:
     fragment:
         When True, return only the labelled equations (amsmath ``equation``
         and ``multline`` environments, each preceded by a comment line) for
-        pasting into another document; otherwise a standalone document.
+        pasting into another document. Otherwise return a standalone document.
 
     The document is deterministic: it states the package version and the
     command that regenerates it, and no date. Labels have the form
