@@ -225,6 +225,7 @@ def scaling_law(
     seed: int = 0,
     horizon: float = 10.0,
     n_bootstrap: int = 1000,
+    backend: str = "auto",
     progress: bool | None = None,
 ) -> ScalingResult:
     """Measure escape steps over a grid of dimensions ``d`` and fit their law (see :class:`ScalingResult`).
@@ -234,7 +235,9 @@ def scaling_law(
     model. ``method="reduced"`` simulates ``n_runs`` SGD runs per d with
     the exact reduced samplers, stopped at ``horizon`` times the flow's
     escape steps (later escapes are censored). ``fraction`` in (0, 1) sets
-    ``kappa = fraction * kappa_max``.
+    ``kappa = fraction * kappa_max``. ``backend`` selects the kernel of the
+    baseline sampler (see :func:`lora_theory.baseline.simulate_baseline`);
+    the LoRA runs use :func:`lora_theory.simulation.simulate`.
     """
     grid = _validate_grid(d)
     if method not in SCALING_METHODS:
@@ -269,7 +272,7 @@ def scaling_law(
         for index, dimension in enumerate(grid):
             run_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
             escape = _simulate_escape(student_activation, teacher_activation, mu, int(dimension), float(eta[index]),
-                                      batch, int(max_steps[index]), n_runs, run_seed, m_exit, progress)
+                                      batch, int(max_steps[index]), n_runs, run_seed, m_exit, backend, progress)
             samples_per_d.append(escape)
             steps[index] = _median_with_censoring(escape)
             censored[index] = float(np.mean(~np.isfinite(escape)))
@@ -370,7 +373,7 @@ def _lora_plan(student, teacher, mu, grid, fraction, batch, m_exit):
     return kappa_max, kappa, eta, times / eta, None, rule, float(rates.tau[0])
 
 
-def _simulate_escape(student, teacher, mu, d, eta, batch, max_steps, n_runs, seed, m_exit, progress) -> np.ndarray:
+def _simulate_escape(student, teacher, mu, d, eta, batch, max_steps, n_runs, seed, m_exit, backend, progress) -> np.ndarray:
     """Escape steps of ``n_runs`` reduced SGD runs from ``m0 = 1/sqrt(d)``, +inf for censored or diverged runs."""
     from .simulation import simulate
 
@@ -378,7 +381,7 @@ def _simulate_escape(student, teacher, mu, d, eta, batch, max_steps, n_runs, see
     common = dict(d=d, eta=eta, batch=batch, steps=max_steps, n_runs=n_runs, seed=seed, m0=m0, m_exit=m_exit,
                   record=None, stop_when_escaped=True, on_divergence="report", progress=progress)
     if mu is None:
-        result = simulate_baseline(student, teacher, **common)
+        result = simulate_baseline(student, teacher, backend=backend, **common)
     else:
         result = simulate(student, teacher, mu=mu, u0=1 / d**2, method="reduced", **common)
     return np.where(result.escaped, result.escape_step.filled(0), np.inf).astype(float)

@@ -1,0 +1,124 @@
+"""Escape steps against d: the LoRA flow's largest noise ratio, the fitted laws and their input checks."""
+
+import numpy as np
+import pytest
+
+from lora_theory._errors import ParameterError
+from lora_theory.dynamics import integrate_flow
+from lora_theory.rates import escape_rates
+from lora_theory.scaling import largest_lora_noise_ratio, scaling_law
+
+
+def _lora_start(d):
+    return 1 / d**2, 1 / np.sqrt(d)
+
+
+def _check_sharp(spec, mu, d):
+    u0, m0 = _lora_start(d)
+    limit = largest_lora_noise_ratio(spec, mu=mu, u0=u0, m0=m0)
+    below = integrate_flow(spec, mu=mu, u0=u0, m0=m0, kappa=0.99 * limit, t_max=1e4)
+    above = integrate_flow(spec, mu=mu, u0=u0, m0=m0, kappa=1.01 * limit, t_max=1e4)
+    assert limit > 0
+    assert below.escaped, below.status
+    assert not above.escaped, above.status
+
+
+def test_lora_largest_noise_ratio_sharp():
+    # kappa_max is found to relative accuracy 1e-4, so 1% below it the flow escapes and 1% above it settles
+    # on a fixed point with |m| < m_exit, both within t = 1e4 (the escape takes t of about 4).
+    _check_sharp("He2", 0.5, 1e4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["He1", "He3", "erf"])
+def test_lora_largest_noise_ratio_sharp_more(spec):
+    _check_sharp(spec, 0.5, 1e4)
+
+
+def test_lora_largest_noise_ratio_zero_without_escape():
+    # At mu = 1 the pre-trained model is the teacher, A(1) = 0 and the flow stays at the search point.
+    u0, m0 = _lora_start(1e4)
+    assert largest_lora_noise_ratio("He2", mu=1.0, u0=u0, m0=m0) == 0.0
+
+
+def test_lora_largest_noise_ratio_bad_input():
+    with pytest.raises(ParameterError, match="m0"):
+        largest_lora_noise_ratio("He2", mu=0.5, u0=1e-8, m0=0.7)
+    with pytest.raises(ParameterError, match="outside"):
+        largest_lora_noise_ratio("He2", mu=1.5, u0=1e-8, m0=0.01)
+
+
+def test_flow_law_he3():
+    # Flow over d = 1e2 ... 1e8: exponent of d within 0.1 of k* - 1 = 2 (finite-d corrections about 0.01).
+    result = scaling_law("He3", d=np.logspace(2, 8, 7))
+    assert result.information_exponent == 3
+    assert result.expected == 2.0
+    assert abs(result.slope - 2.0) <= 0.1
+    # eta = fraction * kappa_max * B / d falls like d^(-3/2) for k* = 3: fitted power within 0.05.
+    assert np.polyfit(np.log(result.d), np.log(result.eta), 1)[0] == pytest.approx(-1.5, abs=0.05)
+    np.testing.assert_allclose(result.t, result.eta * result.steps, rtol=1e-12)
+
+
+def test_flow_law_units():
+    result = scaling_law("He1", d=[100, 1000, 10000])
+    np.testing.assert_allclose(result.samples, result.steps)
+    assert result.method == "flow"
+    assert result.n_runs is None
+    assert result.slope_ci is None
+    assert np.all(np.isnan(result.steps_ci))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(d=[100]), "at least two"),
+        (dict(d=[2, 100]), "integer >= 3"),
+        (dict(d=[100.5, 1000]), "integer >= 3"),
+        (dict(d=[100, 100]), "repeated"),
+        (dict(d="abc"), "at least two|sequence"),
+        (dict(d=[100, 1000], fraction=1.0), "fraction"),
+        (dict(d=[100, 1000], method="full"), "method"),
+        (dict(d=[100, 1000], mu=1.5), "outside"),
+        (dict(d=[100, 1000], batch=0), "batch"),
+    ],
+)
+def test_scaling_bad_input(arguments, message):
+    with pytest.raises(ParameterError, match=message):
+        scaling_law("He2", **arguments)
+
+
+def test_scaling_rejects_teacher_without_exponent():
+    # He0 is a constant: every Hermite coefficient of degree >= 1 vanishes.
+    with pytest.raises(ParameterError, match="no finite information exponent"):
+        scaling_law("He2", "He0", d=[100, 1000])
+
+
+def test_scaling_rejects_baseline_without_drive():
+    # Student He2 cannot learn the teacher He3 without pre-training: E[He2' He3'] terms vanish, the drive is 0.
+    with pytest.raises(ParameterError, match="does not escape"):
+        scaling_law("He2", "He3", d=[100, 1000])
+
+
+# ---------------------------------------------------------------------------
+# Reduced SGD against the laws (slow)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec, d, expected",
+    [
+        ("He1", [1e2, 1e3, 1e4, 1e5], 1.0),
+        ("He2", [1e2, 1e3, 1e4], 1.0),
+        ("He3", [32, 64, 128, 256], 2.0),
+    ],
+)
+def test_reduced_sgd_law(spec, d, expected):
+    # Median escape steps of 64 reduced SGD runs per d, from m0 = 1/sqrt(d) at half the largest learning
+    # rate: the fitted exponent (of steps / log d for He2) must lie within 0.25 of d, d log d, d^2.
+    # The 95% bootstrap interval of the slope measured here is about +-0.03 (He1), +-0.05 (He2) and
+    # +-0.2 (He3, where the noise at d = 32 is as large as m0).
+    result = scaling_law(spec, d=d, method="reduced", n_runs=64, seed=1)
+    assert result.expected == expected
+    assert np.all(result.censored_fraction <= 0.1)
+    assert abs(result.slope - expected) <= 0.25, (result.slope, result.slope_ci)
