@@ -23,7 +23,12 @@ import sympy as sp
 
 from lora_theory.cli import main
 from lora_theory.flow import flow_functions
-from lora_theory.latex import DERIVATIONS, REGENERATE_COMMAND, derivations_index, latex_document
+from lora_theory.latex import (
+    DERIVATIONS,
+    REGENERATE_COMMAND,
+    derivations_index,
+    latex_document,
+)
 from lora_theory.rates import escape_rates, rate_functions
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -33,7 +38,7 @@ DERIVATIONS_FOLDER = REPOSITORY / "derivations"
 # equal to these by name.
 u, m, mu, kappa, Q, R, G, A, B = sp.symbols("u m mu kappa Q R G A B")
 
-EQUATION = re.compile(r"\\begin\{(equation|multline)\}\\label\{([^}]*)\}\n(.*?)\n\\end\{\1\}", re.S)
+EQUATION = re.compile(r"\\begin\{(equation|multline)\}\\label\{([^}]*)\}\n(.*?)\n\\end\{\1\}", re.DOTALL)
 
 
 # ---------------------------------------------------------------------------
@@ -202,6 +207,7 @@ def _compile(source: str, folder: Path, stem: str) -> str:
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,  # the return code is asserted below, with the engine's output
         )
         log = (folder / f"{stem}.log").read_text(encoding="latin-1") if (folder / f"{stem}.log").exists() else ""
         assert result.returncode == 0, f"{engine} failed on {stem}.tex:\n{result.stdout[-3000:]}"
@@ -280,7 +286,7 @@ def _parse(parse, text: str) -> sp.Expr:
     return parse(text).subs(sp.Symbol("pi"), sp.pi)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed_equations(stem: str, parse) -> dict:
     """Map each label name (without the document prefix) to its parsed right-hand side."""
     text = (DERIVATIONS_FOLDER / f"{stem}.tex").read_text(encoding="utf-8")

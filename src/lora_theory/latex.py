@@ -38,7 +38,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from . import __version__, outputs
-from .activations import Activation, Z, parse_activation
+from .activations import Activation, parse_activation
 from .derivation import Derivation, derive
 from .expectations import Q, R
 from .kernels import DeltaKernel, GaussianKernel
