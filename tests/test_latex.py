@@ -57,7 +57,7 @@ def _stale_message(name: str) -> str:
 )
 def test_derivation_is_current(stem, student, teacher):
     # NOTE: the text depends on how SymPy prints and simplifies, so a new SymPy release can make
-    # this fail until the files are regenerated; the first line of each file names the SymPy version.
+    # this fail until the files are regenerated. The first line of each file names the SymPy version.
     stored = (DERIVATIONS_FOLDER / f"{stem}.tex").read_text(encoding="utf-8")
 
     assert stored == latex_document(student, teacher), _stale_message(f"{stem}.tex")
@@ -319,11 +319,11 @@ def _evaluate(expression, values: dict) -> np.ndarray:
     return np.broadcast_to(function(*[values[symbol.name] for symbol in symbols]), (size,)).astype(float)
 
 
-def _assert_close(actual, expected, what: str, relative: float):
+def _assert_close(actual, expected, quantity: str, relative: float):
     """Compare with a tolerance relative to the largest |expected| of the sample (see the callers)."""
     scale = max(1.0, float(np.max(np.abs(expected))))
     error = np.max(np.abs(actual - expected)) / scale
-    assert error <= relative, f"{what}: max error {error:.2e} relative to the sample scale {scale:.3g}, limit {relative:.0e}"
+    assert error <= relative, f"{quantity}: max error {error:.2e} relative to the sample scale {scale:.3g}, limit {relative:.0e}"
 
 
 # Both sides evaluate the same exact expression in float64, arranged differently, so they differ
