@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lora_theory._errors import ParameterError
+from lora_theory._sgd_baseline import numba_available
 from lora_theory.dynamics import integrate_flow
 from lora_theory.rates import escape_rates
 from lora_theory.scaling import largest_lora_noise_ratio, scaling_law
@@ -118,7 +119,52 @@ def test_reduced_sgd_law(spec, d, expected):
     # rate: the fitted exponent (of steps / log d for He2) must lie within 0.25 of d, d log d, d^2.
     # The 95% bootstrap interval of the slope measured here is about +-0.03 (He1), +-0.05 (He2) and
     # +-0.2 (He3, where the noise at d = 32 is as large as m0).
-    result = scaling_law(spec, d=d, method="reduced", n_runs=64, seed=1)
+    if spec == "He3" and not numba_available():
+        pytest.skip("the NumPy kernel needs several minutes for d = 256; install numba (extra fast)")
+    result = scaling_law(spec, d=d, method="reduced", n_runs=64, seed=1, horizon=4.0)
     assert result.expected == expected
-    assert np.all(result.censored_fraction <= 0.1)
+    # The horizon is 4 times the flow's escape steps. The He3 escape time has a heavy tail (about 1/m of
+    # the overlap the noise leaves), so up to a fifth of the runs are censored (measured 8-19%). The
+    # median is unaffected while fewer than half are.
+    assert np.all(result.censored_fraction <= 0.3), result.censored_fraction
     assert abs(result.slope - expected) <= 0.25, (result.slope, result.slope_ci)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not numba_available(), reason="the NumPy kernel needs several minutes at d = 32; install numba (extra fast)")
+def test_reduced_sgd_he4_prefactor():
+    # He4: escape steps ~ C d^3. At d = 24 and 32 the median of 64 runs must lie within [0.5, 1.25] times
+    # the flow's steps. SGD escapes somewhat sooner at d this small, because the noise is as large as m0 and
+    # the drive m^3 is convex. Measured ratios 0.75 and 0.85, with 95% bootstrap intervals [0.62, 1.05]
+    # and [0.56, 1.07].
+    d = [24, 32]
+    flow = scaling_law("He4", d=d)
+    result = scaling_law("He4", d=d, method="reduced", n_runs=64, seed=1, horizon=4.0)
+    assert abs(flow.slope - 3.0) <= 0.1
+    ratio = result.steps / flow.steps
+    assert np.all(ratio >= 0.5), ratio
+    assert np.all(ratio <= 1.25), ratio
+    assert np.all(result.censored_fraction <= 0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["He1", "He2", "He3"])
+def test_pretraining_flow_slope_is_tau(spec):
+    # With pre-training mu = 0.5 the flow's escape time is tau(mu) (1/2) log d + const, so over
+    # d = 1e4 ... 1e10 the slope against (1/2) log d must equal tau within 1% (corrections are O(1/sqrt(d))).
+    tau = float(escape_rates(spec, mu=[0.5]).tau[0])
+    result = scaling_law(spec, d=[1e4, 1e6, 1e8, 1e10], mu=0.5)
+    assert result.expected == pytest.approx(tau, rel=1e-12)
+    assert result.slope == pytest.approx(tau, rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["He1", "He2"])
+def test_pretraining_reduced_slope_is_tau(spec):
+    # Reduced SGD of the LoRA model, 64 runs per d over d = 1e3 ... 1e5: the slope of the median t against
+    # (1/2) log d must lie within 30% of tau(0.5). The bootstrap standard error of the slope measured
+    # here is about 12% of tau, so 30% is 2.5 standard errors.
+    tau = float(escape_rates(spec, mu=[0.5]).tau[0])
+    result = scaling_law(spec, d=[1e3, 1e4, 1e5], mu=0.5, method="reduced", n_runs=64, seed=1)
+    assert np.all(result.censored_fraction == 0.0)
+    assert abs(result.slope - tau) <= 0.3 * tau, (result.slope, result.slope_ci, tau)
