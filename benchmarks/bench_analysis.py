@@ -86,7 +86,7 @@ def kernel_throughput(backend: str, n_runs: int, steps: int = 20_000) -> float:
 
 
 def timed_sweep(**arguments):
-    """One call of scaling_law: its result and its wall time in seconds."""
+    """Call scaling_law once and return its result and wall time in seconds."""
     start = time.perf_counter()
     result = scaling_law(**arguments)
     return result, time.perf_counter() - start

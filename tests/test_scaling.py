@@ -95,7 +95,7 @@ def test_scaling_rejects_teacher_without_exponent():
 
 
 def test_scaling_rejects_baseline_without_drive():
-    # Student He2 cannot learn the teacher He3 without pre-training: E[He2' He3'] terms vanish, the drive is 0.
+    # Without pre-training He2 cannot learn He3: E[He2(nu) He3(lam*)] = 0 for every m, so the drive -dL/dR is 0.
     with pytest.raises(ParameterError, match="does not escape"):
         scaling_law("He2", "He3", d=[100, 1000])
 

@@ -63,7 +63,7 @@ def add_parsers(commands) -> None:
         "--d",
         metavar="GRID",
         help=f"dimensions, each an integer >= 3: {_D_GRID_FORMS}. Default: 1e2:1e8:7 for the flow; for reduced "
-        "100,1000,10000 (information exponent <= 2 or pre-training), 32,64,128,256 (3) and 16,32 (4 and above)",
+        "100,1000,10000 (information exponent <= 2 or pre-training), 32,64,128,256 (3) and 24,32 (4 and above)",
     )
     parser.add_argument(
         "--method",
@@ -131,7 +131,7 @@ def _default_grid(method: str, mu, teacher) -> np.ndarray:
         return np.array([100.0, 1000.0, 10000.0])
     if k_star == 3:
         return np.array([32.0, 64.0, 128.0, 256.0])
-    return np.array([16.0, 32.0])
+    return np.array([24.0, 32.0])
 
 
 def _parse_mu(text: str):
