@@ -18,7 +18,7 @@ name                   notebook                    contents
 ``information_exponent``  ``03_scaling``           Hermite coefficients and information exponent
                                                    k* of several teachers
 ``scaling``            ``03_scaling``              escape steps of the no-pre-training baseline
-                                                   against d, fitted exponents
+                                                   against d, flow and reduced SGD, fitted exponents
 ``label_change``       ``04_label_change``         student He3, teacher He3^2: tau(mu), fixed
                                                    points and a flow trajectory
 =====================  ==========================  ===============================================
@@ -49,12 +49,12 @@ import numpy as np
 from . import __version__
 from ._errors import ParameterError
 from .analysis import hermite_coefficient, information_exponent
-from .baseline import scaling_sweep
 from .dynamics import integrate_flow
 from .fixed_points import fixed_points
 from .grids import parse_grid
 from .outputs import atomic_write_files
 from .rates import escape_rates, exit_time
+from .scaling import scaling_law
 from .simulation import simulate
 from .singular import singular_points
 
@@ -107,8 +107,15 @@ FIGURE_SETTINGS: Mapping[str, Mapping[str, Mapping[str, object]]] = {
         "full": {"teachers": ["x", "erf", "relu", "sigmoid", "tanh", "He2", "He3", "He4", "He5", "x^2", "relu^2", "He3^2"], "max_degree": 12},
     },
     "scaling": {
-        "small": {"teachers": ["x", "He2", "He3", "He4"], "d_min": 1e2, "d_max": 1e4, "d_points": 4, "fraction": 0.5, "batch": 1},
-        "full": {"teachers": ["x", "He2", "He3", "He4"], "d_min": 1e2, "d_max": 1e6, "d_points": 13, "fraction": 0.5, "batch": 1},
+        "small": {
+            "teachers": ["x", "He2", "He3", "He4"], "d_min": 1e2, "d_max": 1e4, "d_points": 4, "fraction": 0.5, "batch": 1,
+            "sgd_d": {"x": [100, 1000], "He2": [100, 1000], "He3": [30, 100]}, "sgd_runs": 8, "seed": 0,
+        },
+        "full": {
+            "teachers": ["x", "He2", "He3", "He4"], "d_min": 30, "d_max": 1e6, "d_points": 13, "fraction": 0.5, "batch": 1,
+            "sgd_d": {"x": [100, 316, 1000, 3162, 10000], "He2": [100, 316, 1000, 3162, 10000], "He3": [30, 60, 120, 240]},
+            "sgd_runs": 32, "seed": 0,
+        },
     },
     "label_change": {
         "small": {"student": "He3", "teacher": "He3^2", "mu": "0.02:0.99:40", "flow_mu": 0.5, "d": 1000, "kappa": 0.0},
@@ -463,57 +470,60 @@ def _render_information_exponent(data: Mapping[str, object], settings: Mapping[s
     return figure
 
 
-def _predicted_exponent(k: int | None) -> float | None:
-    """Exponent of d in the samples of plain spherical SGD: d, d log d, d^(k*-1) for k* = 1, 2, >= 3.
-
-    Source: Ben Arous, Gheissari, Jagannath, JMLR 2021. For k* = 2 the log d
-    factor is divided out before fitting, so the exponent is 1 there too.
-    """
-    if k is None:
-        return None
-    return 1.0 if k <= 2 else float(k - 1)
-
-
 def _compute_scaling(settings: Mapping[str, object]) -> tuple[dict, str]:
-    d_values = np.geomspace(float(settings["d_min"]), float(settings["d_max"]), int(settings["d_points"]))
-    # TODO: overlay the escape steps of simulated baseline SGD (lora_theory.baseline.simulate_baseline)
-    # once the package has a sweep over d for it. Until then the figure shows the baseline flow only.
-    sweeps = {}
-    exponents = {}
-    for teacher in settings["teachers"]:
-        sweeps[teacher] = scaling_sweep(teacher, d_values=d_values, fraction=float(settings["fraction"]), batch=int(settings["batch"]))
-        exponents[teacher] = information_exponent(teacher)
+    # scaling_law needs integer dimensions.
+    d_values = np.unique(np.round(np.geomspace(float(settings["d_min"]), float(settings["d_max"]), int(settings["d_points"]))))
+    common = {"fraction": float(settings["fraction"]), "batch": int(settings["batch"])}
+    flows = {teacher: scaling_law(teacher, d=d_values, method="flow", **common) for teacher in settings["teachers"]}
+    sgd = {}
+    for teacher, dimensions in settings["sgd_d"].items():
+        sgd[teacher] = scaling_law(
+            teacher, d=dimensions, method="reduced", n_runs=int(settings["sgd_runs"]), seed=int(settings["seed"]), progress=False, **common
+        )
+
     parts = []
-    for teacher, sweep in sweeps.items():
-        response = "steps / log d" if sweep.divide_log else "steps"
-        parts.append(f"{teacher} (k* = {exponents[teacher]}): {response} ~ d^{sweep.exponent:.3f}, predicted d^{_predicted_exponent(exponents[teacher]):g}")
-    return {"d": d_values, "sweeps": sweeps, "exponents": exponents}, "; ".join(parts)
+    for teacher, flow in flows.items():
+        response = "steps / log d" if flow.divide_log else "steps"
+        text = f"{teacher} (k* = {flow.information_exponent}): {response} ~ d^{flow.slope:.3f} (flow)"
+        if teacher in sgd:
+            low, high = sgd[teacher].slope_ci if sgd[teacher].slope_ci is not None else (np.nan, np.nan)
+            text += f", d^{sgd[teacher].slope:.3f} [{low:.3f}, {high:.3f}] (reduced SGD)"
+        parts.append(text + f", predicted d^{flow.expected:g}")
+    return {"d": d_values, "flows": flows, "sgd": sgd}, "; ".join(parts)
 
 
 def _render_scaling(data: Mapping[str, object], settings: Mapping[str, object]) -> "Figure":
-    figure = _new_figure(7.5, 5.0)
+    figure = _new_figure(8.0, 5.4)
     axes = figure.add_subplot()
-    for teacher, sweep in data["sweeps"].items():
-        k = data["exponents"][teacher]
-        response = "steps / log d" if sweep.divide_log else "steps"
-        (line,) = axes.plot(sweep.d, sweep.steps, marker="o", markersize=3, label=f"{teacher}, k* = {k}: {response} ~ d^{sweep.exponent:.2f} (theory {_predicted_exponent(k):g})")
+    for teacher, flow in data["flows"].items():
+        response = "steps / log d" if flow.divide_log else "steps"
+        label = f"{teacher}, k* = {flow.information_exponent}: flow {response} ~ d^{flow.slope:.2f} (theory {flow.expected:g})"
+        (line,) = axes.plot(flow.d, flow.steps, marker="o", markersize=3, label=label)
+
         # Reference law through the first point: d, d log d, d^(k*-1).
-        predicted = _predicted_exponent(k)
-        if predicted is not None:
-            reference = (sweep.d / sweep.d[0]) ** predicted
-            if sweep.divide_log:
-                reference = reference * np.log(sweep.d) / np.log(sweep.d[0])
-            axes.plot(sweep.d, sweep.steps[0] * reference, color=line.get_color(), linestyle=":", linewidth=1.0)
+        reference = (flow.d / flow.d[0]) ** flow.expected
+        if flow.divide_log:
+            reference = reference * np.log(flow.d) / np.log(flow.d[0])
+        axes.plot(flow.d, flow.steps[0] * reference, color=line.get_color(), linestyle=":", linewidth=1.0)
+
+        if teacher in data["sgd"]:
+            sgd = data["sgd"][teacher]
+            errors = np.abs(sgd.steps_ci.T - sgd.steps)
+            axes.errorbar(
+                sgd.d, sgd.steps, yerr=errors, color=line.get_color(), marker="s", markersize=4, linestyle="none", capsize=2,
+                label=f"{teacher}: reduced SGD, median of {sgd.n_runs} runs, slope {sgd.slope:.2f}",
+            )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("dimension d")
     axes.set_ylabel(f"SGD steps to |m| = 0.5 (B = {settings['batch']}, so samples = steps)")
     axes.set_title(
-        f"no pre-training: spherical flow from m0 = 1/sqrt(d), eta = {settings['fraction']} x eta_max(d); dotted: d, d log d, d^(k*-1)",
+        f"no pre-training: spherical SGD from m0 = 1/sqrt(d), eta = {settings['fraction']} x eta_max(d)\n"
+        "lines: flow, squares: reduced SGD with 95% interval, dotted: d, d log d, d^(k*-1)",
         fontsize=8,
     )
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=6)
     return figure
 
 
@@ -597,7 +607,11 @@ _FIGURES: dict[str, tuple[str, _Compute, _Render]] = {
     "trajectories": ("|m| and u * sign(m) against t: flow, reduced SGD and full SGD (mean and 5% to 95% band)", _compute_trajectories, _render_trajectories),
     "collapse": ("|m| against t / log d for several d, and flow escape time / ((1/2) log d) against tau", _compute_collapse, _render_collapse),
     "information_exponent": ("information exponent k* and normalised Hermite coefficients of several teachers", _compute_information_exponent, _render_information_exponent),
-    "scaling": ("escape steps of the no-pre-training baseline flow against d, with fitted and predicted exponents", _compute_scaling, _render_scaling),
+    "scaling": (
+        "escape steps of the no-pre-training baseline against d, flow and reduced SGD, with fitted and predicted exponents",
+        _compute_scaling,
+        _render_scaling,
+    ),
     "label_change": ("student He3, teacher He3^2: tau(mu), fixed points in the (u, m) plane, a flow trajectory", _compute_label_change, _render_label_change),
 }
 
