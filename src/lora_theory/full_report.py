@@ -5,23 +5,23 @@ J. Barbier, "When pre-training hurts LoRA fine-tuning: a dynamical analysis
 via single-index models", arXiv:2602.02855 (2026), from the public functions
 of this package:
 
-=====================  ==========================  ===============================================
-name                   notebook                    contents
-=====================  ==========================  ===============================================
-``escape_rates``       ``01_escape_rates``         tau(mu) of x, erf, relu, sigmoid, tanh (plain
-                                                   unit) and He2 ... He6 (hermite unit), singular
-                                                   mu marked with the critical alignment m_c
-``trajectories``       ``02_trajectories``         |m| and u of the flow against reduced and full
-                                                   SGD for erf at mu = 0.5
-``collapse``           ``02_trajectories``         |m| against t / log d for several d, and the
-                                                   flow's escape time against tau * (1/2) log d
-``information_exponent``  ``03_scaling``           Hermite coefficients and information exponent
-                                                   k* of several teachers
-``scaling``            ``03_scaling``              escape steps of the no-pre-training baseline
-                                                   against d, flow and reduced SGD, fitted exponents
-``label_change``       ``04_label_change``         student He3, teacher He3^2: tau(mu), fixed
-                                                   points and a flow trajectory
-=====================  ==========================  ===============================================
+========================  ====================  ==================================================
+name                      notebook              contents
+========================  ====================  ==================================================
+``escape_rates``          ``01_escape_rates``   tau(mu) of x, erf, relu, sigmoid, tanh (plain
+                                                unit) and He2 ... He6 (hermite unit), singular
+                                                mu marked with the critical alignment m_c
+``trajectories``          ``02_trajectories``   |m| and u * sign(m) of the flow against reduced
+                                                and full SGD for erf at mu = 0.5
+``collapse``              ``02_trajectories``   |m| against t / log d for several d, and the
+                                                flow's escape time against tau * (1/2) log d
+``information_exponent``  ``03_scaling``        Hermite coefficients and information exponent
+                                                k* of several teachers
+``scaling``               ``03_scaling``        escape steps of the no-pre-training baseline
+                                                against d, flow and reduced SGD, fitted exponents
+``label_change``          ``04_label_change``   student He3, teacher He3^2: tau(mu), fixed
+                                                points and a flow trajectory
+========================  ====================  ==================================================
 
 Conventions: probabilists' Hermite polynomials He_k; time ``t = eta * steps``
 (flow and SGD), samples ``= B * steps``. The ``hermite`` time unit divides the
