@@ -144,6 +144,29 @@ def test_fixed_points_csv_relu_one_sided(capsys):
     assert {row["jacobian_method"] for row in minima} == {"one-sided differences"}
 
 
+@pytest.mark.slow
+def test_fixed_points_kinked_teacher(capsys):
+    # tanh learning relu: the generated Jacobian needs second derivatives of the kink, so the
+    # eigenvalues come from one-sided differences. At the search point the unstable one is
+    # lambda_plus of the linear theory; steps of 1e-7 bound the relative error near 1e-4.
+    # Slow: the sign-change search evaluates the numerical flow on 121 x 81 points (minutes).
+    status, out, err = run(capsys, "fixed-points", "--student", "tanh", "--teacher", "relu", "--mu", "0.5", "--format", "json")
+    assert status == 0, err
+    rows = load_json(out)["rows"]
+    search = next(row for row in rows if row["role"] == "search point")
+    assert search["jacobian_method"] == "one-sided differences"
+    lambda_plus = float(escape_rates("tanh", "relu", mu=[0.5]).lambda_plus[0])
+    assert search["eigenvalues"][1]["real"] == pytest.approx(lambda_plus, rel=1e-4)
+
+
+def test_fixed_points_line_of_points_noted(capsys):
+    # Linear model at mu = 1: w0 = w*, so every (0, m) is a global minimum with a zero eigenvalue.
+    status, out, err = run(capsys, "fixed-points", "--student", "x", "--mu", "1")
+    assert status == 0, err
+    assert "non-hyperbolic" in out
+    assert "curve of fixed points" in out
+
+
 def test_fixed_points_plot_is_png(capsys, tmp_path):
     figure = tmp_path / "portrait.png"
     status, out, err = run(capsys, "fixed-points", "--student", "He3", "--mu", "0.6", "--format", "json", "--plot", str(figure))

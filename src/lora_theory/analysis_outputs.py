@@ -166,6 +166,14 @@ def _fixed_point_header(result: FixedPointResult) -> list[str]:
     ]
 
 
+def _fixed_point_notes(result: FixedPointResult) -> list[str]:
+    # A vanishing eigenvalue often means a curve of fixed points (for example u = 0 at a zero of A),
+    # which the search returns as separate samples.
+    if any(point.stability == "non-hyperbolic" for point in result.points):
+        return ["note: non-hyperbolic points may lie on a curve of fixed points, which this list samples"]
+    return []
+
+
 def _fixed_points_table(result: FixedPointResult) -> str:
     header = ("u", "m", "loss", "eigenvalues", "stability", "role")
     rows = []
@@ -177,6 +185,7 @@ def _fixed_points_table(result: FixedPointResult) -> str:
     lines = _fixed_point_header(result) + [""] + _text_table(header, rows)
     if not result.points:
         lines.append("no fixed point found")
+    lines += _fixed_point_notes(result)
     return "\n".join(lines) + "\n"
 
 
@@ -186,7 +195,7 @@ def _fixed_points_csv(result: FixedPointResult, command: str) -> str:
         eigenvalues = _sorted_eigenvalues(point)
         numbers = [point.u, point.m, point.loss, eigenvalues[0].real, eigenvalues[0].imag, eigenvalues[1].real, eigenvalues[1].imag]
         rows.append([_csv_cell(value) for value in numbers] + [point.stability, point.role, point.jacobian_method])
-    comments = _fixed_point_header(result) + [_provenance(command)]
+    comments = _fixed_point_header(result) + _fixed_point_notes(result) + [_provenance(command)]
     return _csv_text(comments, FIXED_POINT_COLUMNS, rows)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import root
 
-from ._errors import ParameterError
+from ._errors import LoraTheoryError, ParameterError
 from .activations import parse_activation
 from .codegen import generate
 from .flow import flow_functions
@@ -167,9 +167,14 @@ def fixed_points(
     # Classify by the Jacobian and the loss.
     points = []
     for u_value, m_value in found:
-        matrix = np.array(
-            [[float(jacobian[row, column](u_value, m_value, mu, kappa)) for column in range(2)] for row in range(2)]
-        )
+        try:
+            matrix = np.array(
+                [[float(jacobian[row, column](u_value, m_value, mu, kappa)) for column in range(2)] for row in range(2)]
+            )
+        except LoraTheoryError:
+            # The generated Jacobian needs second derivatives, which a kinked teacher turns into Dirac
+            # deltas that the numerical kernels reject; nan sends it to one-sided differences below.
+            matrix = np.full((2, 2), np.nan)
         jacobian_method = "symbolic"
         if not np.all(np.isfinite(matrix)):
             # Kinked activations make the flow non-differentiable at m = +-1 or u = 0 (terms

@@ -117,7 +117,7 @@ def _generate_or_nan(expression: sp.Expr, name: str):
 
 
 def _numerical_slope(function, value: float, step: float = 1e-6) -> float:
-    """dA/dmu by a central difference inside [0, 1] (one-sided at the ends), error of order step^2."""
+    """Estimate dA/dmu by a central difference (error of order step^2), one-sided at mu = 0 and 1 (order step)."""
     lower, upper = max(value - step, 0.0), min(value + step, 1.0)
     values = function(np.array([lower, upper]))
     return float((values[1] - values[0]) / (upper - lower))
