@@ -50,6 +50,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_files",
     "atomic_write_text",
+    "describe_tau_method",
     "describe_time_unit",
     "format_csv",
     "format_json",
