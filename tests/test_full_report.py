@@ -134,13 +134,23 @@ def test_collapse_approaches_tau(small_report):
     figure = small_report[4]["collapse"]
     tau = figure.data["tau"]
     flows = figure.data["flows"]
-    ratios = [flows[d].escape_time / (0.5 * np.log(d)) for d in sorted(flows)]
+    d_values = sorted(flows)
+    ratios = [flows[d].escape_time / (0.5 * np.log(d)) for d in d_values]
 
-    # t_exit / ((1/2) log d) = tau + O(1 / log d): below tau here (the offset is negative
-    # for m_exit = 0.5 < 1) and closer to it at every larger d.
+    # t_exit / ((1/2) log d) = tau + O(1 / log d). The linear offset
+    # tau (log m_exit + log(1 + (lambda_plus / A)^2)) is negative for erf at mu = 0.5,
+    # so every ratio lies below tau and moves closer to it as d grows.
     assert all(ratio < tau for ratio in ratios)
     assert ratios == sorted(ratios)
-    assert ratios[-1] == pytest.approx(tau, rel=0.15)
+
+    # The flow's escape time against the linear estimate from A and B alone. The
+    # estimate leaves out u0 = 1/d^2, the kappa drift and the nonlinear end of the
+    # search phase; 2% covers them (the largest gap seen is 0.6%).
+    rates = lora_theory.escape_rates("erf", mu=[0.5])
+    offset = np.log(0.5) + np.log1p((rates.lambda_plus[0] / rates.A[0]) ** 2)
+    for d in d_values:
+        estimate = tau * (0.5 * np.log(d) + offset)
+        assert flows[d].escape_time == pytest.approx(estimate, rel=0.02), d
 
 
 def test_label_change_settles_at_zero_weight(small_report):
