@@ -322,15 +322,21 @@ def format_csv(result: ScalingResult, command: str) -> str:
 
 
 def render_figure(result: ScalingResult, command: str) -> bytes:
-    """Render steps against d on log-log axes with the fitted line, as PNG bytes."""
+    """Render steps against d on log-log axes with the fitted line, as PNG bytes.
+
+    With pre-training a second panel shows t against (1/2) log d, where the
+    fitted law is a straight line of slope tau(mu).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7.0, 4.8), layout="constrained")
+    panels = 1 if result.mu is None else 2
+    figure = Figure(figsize=(7.0 * panels, 4.8), layout="constrained")
     FigureCanvasAgg(figure)
     figure.get_layout_engine().set(rect=(0.0, 0.04, 1.0, 0.96))
-    axes = figure.add_subplot()
+    axes = figure.add_subplot(1, panels, 1)
 
+    # Left: escape steps against d, log-log, with the fitted law.
     label = "flow" if result.method == "flow" else f"reduced SGD, median of {result.n_runs} runs"
     if result.method == "reduced":
         errors = np.abs(result.steps_ci.T - result.steps)
@@ -345,10 +351,28 @@ def render_figure(result: ScalingResult, command: str) -> bytes:
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("dimension d")
-    axes.set_ylabel("escape steps (samples = B * steps, t = eta * steps)")
-    setting = "no pre-training" if result.mu is None else f"mu = {result.mu:g}"
-    axes.set_title(f"student {result.student}, teacher {result.teacher}, {setting}; {result.rule}", fontsize=7)
+    axes.set_ylabel("escape steps (samples = B * steps)")
     axes.legend(fontsize=7)
+
+    # Right, with pre-training: t = eta * steps against (1/2) log d.
+    if result.mu is not None:
+        right = figure.add_subplot(1, panels, 2)
+        half_log = 0.5 * np.log(result.d)
+        if result.method == "reduced":
+            errors = np.abs(result.eta * result.steps_ci.T - result.t)
+            right.errorbar(half_log, result.t, yerr=errors, fmt="o", capsize=3, label=label + ", 95% CI")
+        else:
+            right.plot(half_log, result.t, "o", label=label)
+        line = np.linspace(half_log[0], half_log[-1], 2)
+        right.plot(line, result.intercept + result.slope * line, "-", color="gray",
+                   label=f"slope {result.slope:.3g}, tau(mu) = {result.expected:.3g}")
+        right.set_xlabel("(1/2) log d")
+        right.set_ylabel("escape time t = eta * steps")
+        right.legend(fontsize=7)
+
+    setting = "no pre-training" if result.mu is None else f"mu = {result.mu:g}"
+    figure.suptitle(f"student {result.student}, teacher {result.teacher}, {setting}\n{result.rule}, B = {result.batch}",
+                    fontsize=8)
 
     provenance = f"made by: {command} (lora-theory {__version__})"
     figure.text(0.01, 0.005, provenance, fontsize=6, color="gray", ha="left", va="bottom")
