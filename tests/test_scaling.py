@@ -117,7 +117,7 @@ def test_scaling_rejects_baseline_without_drive():
 def test_reduced_sgd_law(spec, d, expected):
     # Median escape steps of 64 reduced SGD runs per d, from m0 = 1/sqrt(d) at half the largest learning
     # rate: the fitted exponent (of steps / log d for He2) must lie within 0.25 of d, d log d, d^2.
-    # The 95% bootstrap interval of the slope measured here is about +-0.03 (He1), +-0.05 (He2) and
+    # The 95% bootstrap interval of the slope measured here is about +-0.01 (He1), +-0.04 (He2) and
     # +-0.2 (He3, where the noise at d = 32 is as large as m0).
     if spec == "He3" and not numba_available():
         pytest.skip("the NumPy kernel needs several minutes for d = 256; install numba (extra fast)")
