@@ -1,6 +1,6 @@
 """``lora-theory report --full`` and the figure module behind it, at the small size.
 
-The small size computes every figure in about 8 s on a 2-core machine. The
+The small size computes every figure in about 6 s on an idle 2-core machine. The
 full size is exercised by ``python notebooks/run.py --size full`` and
 ``lora-theory report --full``, not by the test suite.
 """

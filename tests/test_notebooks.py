@@ -2,8 +2,8 @@
 
 Each notebook runs in a fresh python3 kernel through ``notebooks/run.py``
 (nbclient), with ``LORA_THEORY_NOTEBOOK_SIZE=small`` and ``MPLBACKEND=Agg``.
-At the small size a notebook takes about 7 to 10 s on a 2-core machine,
-kernel start included.
+At the small size a notebook takes 3 to 4 s on an idle 2-core machine,
+kernel start included, and up to 11 s under load.
 """
 
 from __future__ import annotations
