@@ -196,3 +196,18 @@ def test_shifted_relu_rates_against_mpmath():
             # The numerical kernels promise 1e-9 relative.
             assert abs(rates.A[index] - float(A)) <= 1e-9 * abs(float(A))
             assert abs(rates.B[index] - float(B)) <= 1e-9 * abs(float(B))
+
+
+def test_relu_student_squared_relu_teacher_closed_form():
+    # A = -E[(s(mu z) - s*(z)) s'(mu z) z] with s = relu, s* = relu^2, mu > 0:
+    # -mu E[z^2; z > 0] + E[z^3; z > 0] = sqrt(2/pi) - mu/2, and B = -E[s'(mu z)^2] = -1/2.
+    # A is a polynomial in mu with an irrational coefficient, which must not be
+    # forced through the rational-coefficient path.
+    grid = np.array([0.2, 0.5, 0.9, 1.0])
+    rates = escape_rates("relu", "relu^2", mu=grid)
+    expected_A = np.sqrt(2 / np.pi) - grid / 2
+    # Float64 evaluation of a two-term expression: a few ulps.
+    np.testing.assert_allclose(rates.A, expected_A, rtol=1e-14)
+    np.testing.assert_allclose(rates.B, -0.5, rtol=1e-14)
+    # The zero 2 sqrt(2/pi) = 1.596 lies outside [0, 1].
+    assert rates.singular_mu == ()

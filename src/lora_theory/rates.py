@@ -109,12 +109,20 @@ class RateFunctions:
         return derive(self.student, self.teacher)
 
 
-def _is_polynomial_in_mu(expression: sp.Expr) -> bool:
-    return expression.free_symbols <= {MU} and bool(expression.is_polynomial(MU))
+def _is_rational_polynomial_in_mu(expression: sp.Expr) -> bool:
+    """True when the expression is a polynomial in mu with rational coefficients.
+
+    Such polynomials get the exact-coefficient callable and exact real roots.
+    A polynomial with irrational coefficients (``sqrt(2/pi) - mu/2`` for a
+    ReLU student and a squared-ReLU teacher) takes the general path.
+    """
+    if not (expression.free_symbols <= {MU} and expression.is_polynomial(MU)):
+        return False
+    return sp.Poly(expression, MU).domain in (sp.ZZ, sp.QQ)
 
 
 def _callable(expression: sp.Expr, name: str):
-    if _is_polynomial_in_mu(expression):
+    if _is_rational_polynomial_in_mu(expression):
         return generate_polynomial(expression, MU, name)
     return generate(expression, [MU], name)
 
@@ -131,7 +139,7 @@ def _rate_functions(student_canonical: str, teacher_canonical: str, student, tea
     A = _callable(derivation.A, "A")
     B = _callable(derivation.B, "B")
     roots = None
-    if _is_polynomial_in_mu(derivation.A) and not derivation.A.is_zero:
+    if _is_rational_polynomial_in_mu(derivation.A) and not derivation.A.is_zero:
         roots = tuple(sorted(float(root.evalf(30)) for root in sp.Poly(derivation.A, MU).real_roots()))
     functions = RateFunctions(student, teacher, A, B, roots, derivation.rates_exact)
     cache.store(
