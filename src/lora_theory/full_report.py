@@ -117,9 +117,6 @@ FIGURE_SETTINGS: Mapping[str, Mapping[str, Mapping[str, object]]] = {
             "sgd_runs": 32, "seed": 0,
         },
     },
-    # NOTE: relu learning relu^2 is the other label change of the analysis, but
-    # escape_rates("relu", "relu^2") raises TypeError in the generated rate code
-    # (A(mu) is a polynomial with coefficients in sqrt(2/pi)), so only He3^2 is shown.
     "label_change": {
         "small": {"student": "He3", "teacher": "He3^2", "mu": "0.02:0.99:40", "flow_mu": 0.5, "d": 1000, "kappa": 0.0},
         "full": {"student": "He3", "teacher": "He3^2", "mu": "0.02:0.99:400", "flow_mu": 0.5, "d": 1000, "kappa": 0.0},
