@@ -32,6 +32,10 @@ For an erf student and an erf teacher, and when numba is installed, the
 per-sample work of a step runs in the compiled loop of
 :mod:`lora_theory._sgd_compiled`. It consumes the same random numbers and
 agrees with the NumPy step to rounding.
+
+NOTE: so an erf trajectory of a given seed differs in its last bits with
+and without numba installed (and between CPUs with and without fused
+multiply-add); pass ``compiled=False`` for the NumPy step everywhere.
 """
 
 from __future__ import annotations
