@@ -33,9 +33,10 @@ per-sample work of a step runs in the compiled loop of
 :mod:`lora_theory._sgd_compiled`. It consumes the same random numbers and
 agrees with the NumPy step to rounding.
 
-NOTE: so an erf trajectory of a given seed differs in its last bits with
-and without numba installed (and between CPUs with and without fused
-multiply-add); pass ``compiled=False`` for the NumPy step everywhere.
+NOTE: An erf trajectory of a given seed therefore differs in its last bits
+with and without numba installed, and between CPUs with and without fused
+multiply-add. ``ReducedSampler(..., compiled=False)`` forces the NumPy
+step, but :func:`lora_theory.simulation.simulate` has no such option yet.
 """
 
 from __future__ import annotations
