@@ -29,8 +29,6 @@ t_exit                   ``exit_time``               linear estimate of the esca
 =======================  ==========================  ====================================
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._errors import (
     ActivationError,
     GridError,
@@ -39,20 +37,31 @@ from ._errors import (
     SingularPointError,
     TimeUnitError,
 )
+from ._version import __version__  # first: the modules below read it
 from .activations import Activation, parse_activation
+from .analysis import (
+    SearchPhaseFit,
+    hermite_coefficient,
+    information_exponent,
+    search_phase,
+)
+from .baseline import largest_noise_ratio, scaling_sweep, simulate_baseline
 from .derivation import Derivation, derive
 from .dynamics import FlowTrajectory, integrate_flow
 from .expectations import expectation_1d, pair_expectation
 from .fixed_points import FixedPoint, fixed_points
 from .flow import FlowFunctions, flow_functions
+from .latex import latex_document
+from .pretraining import (
+    PhaseDiagram,
+    PretrainingVerdict,
+    assess_pretraining,
+    phase_diagram,
+)
 from .rates import EscapeRates, escape_rates, exit_time
+from .scaling import ScalingResult, largest_lora_noise_ratio, scaling_law
 from .simulation import SimulationResult, simulate
 from .singular import SingularPoint, singular_points
-
-try:
-    __version__ = version("lora-theory")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
 
 __all__ = [
     "Activation",
@@ -65,20 +74,35 @@ __all__ = [
     "GridError",
     "LoraTheoryError",
     "ParameterError",
+    "PhaseDiagram",
+    "PretrainingVerdict",
+    "ScalingResult",
+    "SearchPhaseFit",
     "SimulationResult",
     "SingularPoint",
     "SingularPointError",
     "TimeUnitError",
+    "__version__",
+    "assess_pretraining",
     "derive",
     "escape_rates",
     "exit_time",
     "expectation_1d",
     "fixed_points",
     "flow_functions",
+    "hermite_coefficient",
+    "information_exponent",
     "integrate_flow",
+    "largest_lora_noise_ratio",
+    "largest_noise_ratio",
+    "latex_document",
     "pair_expectation",
     "parse_activation",
+    "phase_diagram",
+    "scaling_law",
+    "scaling_sweep",
+    "search_phase",
     "simulate",
+    "simulate_baseline",
     "singular_points",
-    "__version__",
 ]
