@@ -37,7 +37,7 @@ from ._errors import (
     SingularPointError,
     TimeUnitError,
 )
-from ._version import __version__  # first: the modules below read it
+from ._version import __version__  # before the modules that read it
 from .activations import Activation, parse_activation
 from .analysis import (
     SearchPhaseFit,
