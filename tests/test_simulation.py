@@ -567,3 +567,33 @@ def test_bootstrap_interval_coverage():
         median_covered += low <= centre <= high
     assert 0.89 <= mean_covered / repetitions <= 0.99
     assert 0.89 <= median_covered / repetitions <= 0.995
+
+
+def test_backend_numpy_records_numpy():
+    result = simulate("erf", mu=0.5, d=1000, eta=0.2, batch=50, steps=5, n_runs=2, backend="numpy")
+    assert result.parameters.backend == "numpy"
+
+
+def test_backend_numba_matches_numpy():
+    pytest.importorskip("numba")
+    settings = dict(mu=0.5, d=1000, eta=0.2, batch=500, steps=50, n_runs=4, seed=3)
+    reference = simulate("erf", backend="numpy", **settings)
+    compiled = simulate("erf", backend="numba", **settings)
+    assert compiled.parameters.backend == "numba"
+    # Same random numbers, erf evaluated to 2 ulp by either step: the overlaps
+    # drift apart by rounding only, far below 1e-9 relative after 50 steps.
+    np.testing.assert_allclose(compiled.m, reference.m, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(compiled.u, reference.u, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize(
+    "student, method, backend, message",
+    [
+        ("erf", "reduced", "gpu", "backend must be one of"),
+        ("erf", "full", "numba", "method='reduced' only"),
+        ("x", "reduced", "numba", "an erf student and teacher"),
+    ],
+)
+def test_backend_rejects_bad_choice(student, method, backend, message):
+    with pytest.raises(ParameterError, match=message):
+        simulate(student, mu=0.5, d=100, eta=0.1, batch=5, steps=3, method=method, backend=backend)

@@ -33,10 +33,11 @@ per-sample work of a step runs in the compiled loop of
 :mod:`lora_theory._sgd_compiled`. It consumes the same random numbers and
 agrees with the NumPy step to rounding.
 
-NOTE: An erf trajectory of a given seed therefore differs in its last bits
-with and without numba installed, and between CPUs with and without fused
-multiply-add. ``ReducedSampler(..., compiled=False)`` forces the NumPy
-step, but :func:`lora_theory.simulation.simulate` has no such option yet.
+An erf trajectory of a given seed therefore differs in its last bits with
+and without numba installed, and between CPUs with and without fused
+multiply-add. ``ReducedSampler(..., compiled=False)`` and
+``simulate(..., backend="numpy")`` force the NumPy step, which gives the
+same bits wherever NumPy does.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _sgd_full, _sgd_reduced
+from . import _sgd_compiled, _sgd_full, _sgd_reduced
 from ._errors import ParameterError
 from ._sgd_common import SGDProblem
 from .activations import Activation, parse_activation
@@ -73,10 +73,14 @@ __all__ = [
     "NOT_ESCAPED",
     "DEFAULT_MEMORY_LIMIT",
     "METHODS",
+    "BACKENDS",
 ]
 
 #: Names of the samplers accepted by :func:`simulate`.
 METHODS = ("reduced", "full")
+
+#: Steps of the reduced sampler accepted by :func:`simulate` (see its ``backend`` parameter).
+BACKENDS = ("auto", "numpy", "numba")
 
 #: Default cap, in bytes, on the memory a simulation may allocate (2 GiB).
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
@@ -130,6 +134,7 @@ class SimulationParameters:
     m0: float | None
     u0: float
     m_exit: float
+    backend: str = "numpy"
 
     @property
     def kappa(self) -> float:
@@ -377,6 +382,20 @@ def _progress_bar(progress: bool | None, total: int, description: str):
 # ---------------------------------------------------------------------------
 
 
+def _compiled_step(method: str, backend: str, problem: SGDProblem) -> bool:
+    """Return whether the reduced sampler runs its compiled step for ``backend``."""
+    usable = method == "reduced" and _sgd_compiled.available() and _sgd_compiled.supports(problem)
+    if backend == "numba" and not usable:
+        if method != "reduced":
+            raise ParameterError("backend='numba' applies to method='reduced' only; use backend='auto' or 'numpy'.")
+        raise ParameterError(
+            "backend='numba' needs numba (pip install 'lora-theory[fast]') and an erf student and teacher, "
+            f"got numba installed: {_sgd_compiled.available()}, student {problem.student_expression}, "
+            f"teacher {problem.teacher_expression}; use backend='auto' or 'numpy'."
+        )
+    return usable and backend != "numpy"
+
+
 def simulate(
     student: str | Activation,
     teacher: str | Activation | None = None,
@@ -397,6 +416,7 @@ def simulate(
     on_divergence: str = "raise",
     progress: bool | None = None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    backend: str = "auto",
 ) -> SimulationResult:
     """Simulate one-pass SGD of the aligned rank-1 LoRA model for ``n_runs`` independent runs.
 
@@ -446,6 +466,13 @@ def simulate(
     memory_limit : int
         Bytes the simulation may allocate for records and working buffers;
         larger requests raise :class:`ParameterError` before any work.
+    backend : {"auto", "numpy", "numba"}
+        Step of the reduced sampler. ``"numba"`` is the compiled step for an
+        erf student and teacher (needs the extra ``lora-theory[fast]``);
+        ``"numpy"`` is the NumPy step; ``"auto"`` takes the compiled step
+        where it applies. The two consume the same random numbers and agree
+        to about 1e-14 relative, not bit for bit. The full sampler always
+        uses NumPy. ``result.parameters.backend`` names the step that ran.
 
     Returns
     -------
@@ -486,10 +513,14 @@ def simulate(
         raise ParameterError(f"m_exit must lie in (0, 1], got {m_exit!r}; the default is 0.5.")
     if on_divergence not in ("raise", "report"):
         raise ParameterError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}.")
+    if backend not in BACKENDS:
+        raise ParameterError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     memory_limit = _integer("memory_limit", memory_limit, 1, "pass a number of bytes")
     runs_per_chunk = _check_memory(method, n_runs, _record_size(record, steps), batch, d, memory_limit)
     record_steps = _record_steps(record, steps)
 
+    problem = SGDProblem.build(student_activation, teacher_activation, mu=mu, d=d, eta=eta, batch=batch)
+    compiled = _compiled_step(method, backend, problem)
     root = np.random.SeedSequence(seed)
     parameters = SimulationParameters(
         method=method,
@@ -505,9 +536,8 @@ def simulate(
         m0=m0,
         u0=u0,
         m_exit=m_exit,
+        backend="numba" if compiled else "numpy",
     )
-    problem = SGDProblem.build(student_activation, teacher_activation, mu=mu, d=d, eta=eta, batch=batch)
-    sampler_class = _sgd_full.FullSampler if method == "full" else _sgd_reduced.ReducedSampler
 
     # -- outputs -----------------------------------------------------------
     n_records = record_steps.size
@@ -528,7 +558,10 @@ def simulate(
             runs = slice(start, min(start + runs_per_chunk, n_runs))
             generators = [np.random.Generator(np.random.PCG64(sequence)) for sequence in run_seeds[runs]]
             with np.errstate(all="ignore"):
-                sampler = sampler_class(problem, generators, u0, m0)
+                if method == "full":
+                    sampler = _sgd_full.FullSampler(problem, generators, u0, m0)
+                else:
+                    sampler = _sgd_reduced.ReducedSampler(problem, generators, u0, m0, compiled=compiled)
             _run_chunk(
                 sampler,
                 parameters,
