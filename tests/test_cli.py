@@ -436,3 +436,67 @@ def test_report_default_run(capsys, tmp_path, monkeypatch):
         singular = line.split("|")[3].strip()
         assert singular != "none", line
         assert all(0.02 < float(value) < 0.99 for value in singular.split(","))
+
+
+def test_atomic_write_files_rolls_back_on_rename_failure(tmp_path, monkeypatch):
+    first = tmp_path / "first.txt"
+    second = tmp_path / "second.txt"
+    first.write_text("old first\n")
+    real_replace = os.replace
+
+    def fail_on_second(source, target):
+        if Path(target) == second:
+            raise OSError(28, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_second)
+    with pytest.raises(OSError) as caught:
+        outputs.atomic_write_files({first: b"new first\n", second: b"new second\n"})
+    assert caught.value.filename == str(second)
+    # The first target was replaced, then restored: the call changed nothing.
+    assert first.read_text() == "old first\n"
+    assert not second.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["first.txt"]
+
+
+def test_atomic_write_files_removes_new_file_on_rename_failure(tmp_path, monkeypatch):
+    first = tmp_path / "first.txt"
+    second = tmp_path / "second.txt"
+    real_replace = os.replace
+
+    def fail_on_second(source, target):
+        if Path(target) == second:
+            raise OSError(5, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_second)
+    with pytest.raises(OSError):
+        outputs.atomic_write_files({first: b"first\n", second: b"second\n"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_path_that_is_a_folder_writes_nothing(capsys, tmp_path):
+    table = tmp_path / "tau.csv"
+    folder = tmp_path / "figure.png"
+    folder.mkdir()
+    status, _, err = run(capsys, "tau", "--student", "x", "--mu", "0.5", "--output", str(table), "--plot", str(folder))
+    assert status == 1
+    assert "is a folder" in err
+    assert not table.exists()
+
+
+@pytest.mark.parametrize("option", ["--output", "--plot"])
+def test_empty_path_is_usage_error(capsys, option):
+    status, out, err = run(capsys, "tau", "--student", "x", "--mu", "0.5", option, "")
+    assert status == 2
+    assert out == ""
+    assert f"{option} is empty" in err
+
+
+def test_tau_plot_when_a_vanishes_everywhere(capsys, tmp_path):
+    # He0 is constant, so A(mu) = 0 at every mu and no tau is defined: the figure still renders.
+    figure = tmp_path / "he0.png"
+    status, out, err = run(capsys, "tau", "--student", "He0", "--mu", "0.1:0.9:5", "--plot", str(figure))
+    assert status == 0, err
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert "A(mu) = 0 at every mu" in out

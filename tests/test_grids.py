@@ -38,8 +38,14 @@ def test_range_includes_both_ends():
     np.testing.assert_array_equal(grid, np.linspace(0.02, 0.99, 200))
 
 
-def test_range_single_point_is_start():
-    assert parse_grid("0.3:0.7:1").tolist() == [0.3]
+def test_range_single_point_needs_equal_ends():
+    # One point cannot include both ends, so dropping the stop value silently is refused.
+    with pytest.raises(GridError, match="cannot include both ends 0.3 and 0.7"):
+        parse_grid("0.3:0.7:1")
+
+
+def test_range_single_point_with_equal_ends():
+    assert parse_grid("0.4:0.4:1").tolist() == [0.4]
 
 
 def test_range_descending():

@@ -101,6 +101,9 @@ def parse_grid(text: str) -> np.ndarray:
         start = _parse_value(parts[0], text)
         stop = _parse_value(parts[1], text)
         count = _parse_count(parts[2], text)
+        if count == 1 and start != stop:
+            # linspace would return start alone and silently drop the stop value.
+            raise _invalid(text, f"one point cannot include both ends {start:g} and {stop:g}; use num >= 2, or a single value")
         with np.errstate(over="ignore", invalid="ignore"):
             grid = np.linspace(start, stop, count)
 

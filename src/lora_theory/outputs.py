@@ -24,10 +24,13 @@ and never touch :mod:`matplotlib.pyplot` state.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
+import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass
 from math import factorial
@@ -118,19 +121,25 @@ def atomic_write_files(contents: Mapping[str | os.PathLike, bytes]) -> list[Path
     Every file is first written in full to a temporary file in its target
     folder. Only when all of them are written do they replace their targets,
     one :func:`os.replace` each. If writing any temporary file fails, all
-    temporary files are removed and no target changes.
+    temporary files are removed and no target changes. If a rename fails,
+    the targets replaced before it are restored from hard links of their
+    old contents (or removed where they did not exist), so the call changes
+    all targets or none.
 
     Parent folders must exist. Returns the target paths in the order given.
 
     Raises
     ------
     OSError
-        When a temporary file cannot be created or written, or a rename
-        fails. ``filename`` is the target path. A rename failure can leave
-        earlier targets of the same call replaced.
+        When a target is a folder, a temporary file cannot be created or
+        written, or a rename fails. ``filename`` is the target path.
     """
     targets = [Path(path) for path in contents]
+    for target in targets:
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(target))
     temporary: list[Path] = []
+    backups: dict[Path, Path | None] = {}
     mode = _default_file_mode()
 
     try:
@@ -148,18 +157,51 @@ def atomic_write_files(contents: Mapping[str | os.PathLike, bytes]) -> list[Path
                 # Report the target, not the temporary name the caller never chose.
                 raise OSError(error.errno, error.strerror, str(target)) from error
 
-        # Phase 2: move them into place.
+        # Phase 2: keep a hard link to each old target, then move the new files into place.
         for target, name in zip(targets, list(temporary)):
+            backups[target] = _link_backup(target)
             try:
                 os.replace(name, target)
             except OSError as error:
+                _restore(backups, failed=target)
                 raise OSError(error.errno, error.strerror, str(target)) from error
             temporary.remove(name)
     finally:
         for leftover in temporary:
             leftover.unlink(missing_ok=True)
+        for backup in backups.values():
+            if backup is not None:
+                backup.unlink(missing_ok=True)
 
     return targets
+
+
+def _link_backup(target: Path) -> Path | None:
+    """Return a hard link to the current ``target`` beside it, or None when there is no file."""
+    if not target.is_file():
+        return None
+    backup = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.old"
+    try:
+        os.link(target, backup)
+    except OSError:
+        # No hard links on this file system: copy, keeping the old contents.
+        shutil.copy2(target, backup)
+    return backup
+
+
+def _restore(backups: dict[Path, Path | None], failed: Path) -> None:
+    """Put back the old contents of every target replaced before ``failed``."""
+    for target, backup in backups.items():
+        if target == failed:
+            # The failed rename left this target as it was.
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+            continue
+        if backup is None:
+            target.unlink(missing_ok=True)
+        else:
+            os.replace(backup, target)
+    backups.clear()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -206,6 +206,9 @@ def _find_singular(functions: RateFunctions, lower: float, upper: float) -> tupl
     grid = np.linspace(lower, upper, 4001)
     values = functions.A(grid)
     scale = np.nanmax(np.abs(values)) if np.any(np.isfinite(values)) else 1.0
+    if scale == 0:
+        # A vanishes identically (a constant student or teacher): no isolated zeros to report.
+        return ()
     roots = list(grid[np.abs(values) <= _ZERO_RELATIVE * scale])
     for index in np.nonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)[0]:
         root = brentq(lambda x: float(functions.A(np.array([x]))[0]), grid[index], grid[index + 1], xtol=1e-14)
@@ -246,7 +249,9 @@ def escape_rates(student, teacher=None, mu=None, time_unit: str = "plain") -> Es
     kinked = student.expr.has(sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign)
     scale = np.nanmax(np.abs(A)) if np.any(np.isfinite(A)) else 1.0
     for i, value in enumerate(grid):
-        if kinked and value == 0:
+        if scale == 0:
+            notes[i] = "A(mu) = 0 at every mu: the search phase has no linear escape rate"
+        elif kinked and value == 0:
             notes[i] = "mu = 0: the student pre-activation vanishes at the search point, where the activation has a kink"
         elif any(abs(value - root) <= SINGULAR_TOLERANCE for root in singular) or abs(A[i]) <= _ZERO_RELATIVE * scale:
             notes[i] = "A(mu) = 0: singular mu, the linear escape rate vanishes"

@@ -80,6 +80,17 @@ def _build_parser() -> ArgumentParser:
     return parser
 
 
+#: Options that name a file or folder to write.
+_PATH_OPTIONS = ("output", "plot")
+
+
+def _reject_empty_paths(options) -> None:
+    """Raise a usage error for an empty ``--output`` or ``--plot``, which names no file."""
+    for name in _PATH_OPTIONS:
+        if getattr(options, name, None) == "":
+            raise UsageError(f"--{name} is empty; give a file name, or leave the option out")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -95,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prefix = f"{PROGRAM} {options.command}"
     try:
+        _reject_empty_paths(options)
         return options.handler(options, command)
     except (UsageError, LoraTheoryError) as error:
         print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
