@@ -54,3 +54,39 @@ def test_search_phase_slope_is_tau(spec, mu):
 def test_search_phase_rejects_singular_mu():
     with pytest.raises(ParameterError, match="no linear search phase"):
         search_phase("x", mu=1.0)
+
+
+def test_search_phase_stiff_evaluation_cap(monkeypatch):
+    # He3 at mu = 0.33 (tau = 483, near mu_s = 0.3207): the Jacobian at the origin has eigenvalues
+    # -5.6 and 0.0021, so an explicit method needs about 150,000 evaluations for m0 = 1e-12 alone.
+    # A stiff solver needs a few thousand; the cap of 20,000 for both runs leaves a factor 3 of margin.
+    from lora_theory import dynamics
+
+    count = [0]
+    original = dynamics.flow_functions
+
+    class Counting:
+        def __init__(self, functions):
+            self.functions = functions
+            self.loss = functions.loss
+
+        def velocity(self, *arguments):
+            count[0] += 1
+            return self.functions.velocity(*arguments)
+
+    monkeypatch.setattr(dynamics, "flow_functions", lambda *arguments: Counting(original(*arguments)))
+    fit = search_phase("He3", mu=0.33, m0=[1e-12, 1e-6])
+
+    assert count[0] < 20_000
+    assert fit.slope_relative_error < 1e-4
+
+
+def test_search_phase_matches_explicit_solver():
+    # Both solvers run at rtol 1e-10; their escape times from m0 = 1e-6 differ by about 1e-9
+    # relative, so 1e-7 leaves a margin of 100 for the error accumulated over t ~ 7,000.
+    from lora_theory.dynamics import integrate_flow
+
+    fit = search_phase("He3", mu=0.33, m0=[1e-6, 1e-4])
+    explicit = integrate_flow("He3", mu=0.33, u0=0.0, m0=1e-6, rtol=1e-10, method="DOP853")
+
+    assert fit.escape_time[0] == pytest.approx(explicit.escape_time, rel=1e-7)

@@ -7,7 +7,7 @@ Conventions: probabilists' Hermite polynomials ``He_k``; time
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import sympy as sp
@@ -23,6 +23,11 @@ __all__ = ["SearchPhaseFit", "search_phase", "information_exponent", "hermite_co
 
 #: Relative tolerance of the flow integrations of :func:`search_phase`.
 FLOW_RTOL = 1e-10
+
+#: ``solve_ivp`` method of :func:`search_phase`. The search phase is stiff: the stable rate at the
+#: origin is O(1) while the escape rate 1/tau is small, so an explicit method would be bounded by
+#: stability, not accuracy. LSODA switches to an implicit method (BDF) where the run is stiff.
+FLOW_METHOD = "LSODA"
 
 #: Default initial overlaps of :func:`search_phase`: 13 values log-spaced in [1e-12, 1e-3].
 DEFAULT_M0 = np.logspace(-12, -3, 13)
@@ -63,13 +68,15 @@ def search_phase(
     kappa: float = 0.0,
     m_exit: float = 0.5,
     u0: float = 0.0,
+    callback: Optional[Callable[[int, float, object], None]] = None,
 ) -> SearchPhaseFit:
     """Measure t_search(mu, m0) on the flow and fit it against the linear theory.
 
     ``m0`` (shape ``(n,)``) defaults to :data:`DEFAULT_M0`. Each run starts
     at ``(u0, m0)`` and is integrated with relative tolerance
-    :data:`FLOW_RTOL` up to the default horizon of
-    :func:`lora_theory.dynamics.integrate_flow`.
+    :data:`FLOW_RTOL` by :data:`FLOW_METHOD` up to the default horizon of
+    :func:`lora_theory.dynamics.integrate_flow`. ``callback(index, m0, trajectory)``,
+    if given, is called after each run, for example to advance a progress bar.
     """
     m0 = DEFAULT_M0.copy() if m0 is None else np.asarray(m0, dtype=float)
     if m0.ndim != 1 or m0.size < 2 or np.any(~np.isfinite(m0)) or np.any(m0 <= 0) or np.any(m0 >= m_exit):
@@ -83,10 +90,13 @@ def search_phase(
     times = np.full(m0.size, np.nan)
     for index, start in enumerate(m0):
         trajectory = integrate_flow(
-            student, teacher, mu=mu, u0=u0, m0=float(start), kappa=kappa, m_exit=m_exit, rtol=FLOW_RTOL
+            student, teacher, mu=mu, u0=u0, m0=float(start), kappa=kappa, m_exit=m_exit, rtol=FLOW_RTOL,
+            method=FLOW_METHOD,
         )
         if trajectory.escaped:
             times[index] = trajectory.escape_time
+        if callback is not None:
+            callback(index, float(start), trajectory)
 
     escaped = np.isfinite(times)
     if escaped.sum() < 2:

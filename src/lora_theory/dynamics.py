@@ -4,10 +4,13 @@ Convention: aligned rank-1 model, state ``(u, m)``, time ``t = eta * steps``
 (the flow is the limit d -> infinity at fixed ``kappa = eta d / B``; see
 :mod:`lora_theory.model`). Escape is the first time ``|m| >= m_exit``.
 
-The integrator is SciPy's ``solve_ivp`` (DOP853) with an absolute
-tolerance scaled to the initial state (``atol = rtol * 1e-3 * max(|u0|, |m0|)``),
-so that initial overlaps as small as 1e-12 are resolved to the requested
-relative tolerance. A run that starts at a fixed point, or that has not escaped by
+The integrator is SciPy's ``solve_ivp`` (DOP853 unless ``method`` says
+otherwise) with an absolute tolerance scaled to the initial state
+(``atol = rtol * 1e-3 * max(|u0|, |m0|)``), so that initial overlaps as small
+as 1e-12 are resolved to the requested relative tolerance. Near a singular mu
+the flow is stiff (at He3/He3, mu = 0.33 the Jacobian at the origin has
+eigenvalues -5.6 and 0.0021), so an explicit method takes steps bounded by
+stability; ``method="LSODA"`` switches to an implicit method there. A run that starts at a fixed point, or that has not escaped by
 ``t_max``, is reported as not escaping, never with a time.
 """
 
@@ -77,11 +80,13 @@ def integrate(
     m_exit: float = 0.5,
     overlap_index: int = -1,
     rtol: float = 1e-10,
+    method: str = "DOP853",
 ) -> FlowTrajectory:
     """Integrate ``d state / dt = velocity(t, state)`` and locate the escape ``|state[overlap_index]| = m_exit``.
 
     Without ``t_eval`` the integration stops at the escape; with it, the
     trajectory covers the whole grid and the escape is the first crossing.
+    ``method`` is a ``solve_ivp`` method name; use ``"LSODA"`` for stiff runs.
     """
     state0 = np.asarray(state0, dtype=float)
     if not np.all(np.isfinite(state0)):
@@ -137,7 +142,7 @@ def integrate(
         velocity,
         (0.0, t_max),
         state0,
-        method="DOP853",
+        method=method,
         t_eval=t_eval,
         events=[escape, settled, collapsed],
         rtol=rtol,
@@ -184,6 +189,7 @@ def integrate_flow(
     t_eval: Optional[np.ndarray] = None,
     m_exit: float = 0.5,
     rtol: float = 1e-10,
+    method: str = "DOP853",
 ) -> FlowTrajectory:
     """Integrate the (u, m) flow of a student/teacher pair from ``(u0, m0)``.
 
@@ -191,7 +197,8 @@ def integrate_flow(
     renormalisation drift (0 gives pure gradient flow). Without ``t_max``
     the horizon is 20 times the linear estimate of the escape time (at least
     100), or 1e4 where the linear estimate is undefined. The returned
-    trajectory carries the loss at each time point.
+    trajectory carries the loss at each time point. ``method`` is passed to
+    :func:`integrate`.
     """
     for name, value in (("mu", mu), ("u0", u0), ("m0", m0), ("kappa", kappa)):
         if not np.isfinite(value):
@@ -210,7 +217,7 @@ def integrate_flow(
         du, dm = functions.velocity(state[0], state[1], mu, kappa)
         return np.array([float(du), float(dm)])
 
-    trajectory = integrate(velocity, [u0, m0], t_max=t_max, t_eval=t_eval, m_exit=m_exit, rtol=rtol)
+    trajectory = integrate(velocity, [u0, m0], t_max=t_max, t_eval=t_eval, m_exit=m_exit, rtol=rtol, method=method)
     loss = functions.loss(trajectory.u, trajectory.m, mu)
     return FlowTrajectory(
         trajectory.t, trajectory.state, trajectory.escape_time, trajectory.escape_state,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from .. import analysis_outputs
 from .._errors import GridError, ParameterError, TimeUnitError
-from ..analysis import DEFAULT_M0, FLOW_RTOL, search_phase
+from ..analysis import DEFAULT_M0, FLOW_METHOD, FLOW_RTOL, search_phase
 from ..dynamics import ABSOLUTE_TOLERANCE_FACTOR
 from ..fixed_points import (
     DEDUPLICATION_DISTANCE,
@@ -26,7 +27,8 @@ from ..grids import GRID_FORMS, parse_grid
 from ..outputs import describe_time_unit
 from ..pretraining import phase_diagram
 from ..rates import escape_rates, validate_mu
-from ._common import EXIT_OK, ComputationError, UsageError, integer, number, parse_spec, write_outputs
+from ..singular import singular_points
+from ._common import EXIT_OK, ComputationError, UsageError, integer, is_terminal, number, parse_spec, write_outputs
 
 #: Largest |u| of the fixed-point search and the phase portrait.
 DEFAULT_U_MAX = 3.0
@@ -237,10 +239,29 @@ def _m0_grid(text: str, m_exit: float) -> np.ndarray:
     return values
 
 
+#: tau above which the search command warns that the runs are long: each lasts t ~ tau * log(m_exit / m0).
+LONG_SEARCH_TAU = 1e3
+
+
+def _warn_long_search(student, teacher, mu: float, tau: float, m0: np.ndarray, m_exit: float) -> None:
+    """Write one line to stderr when tau is large, with the nearest singular mu and how to shorten the run."""
+    if not tau > LONG_SEARCH_TAU:
+        return
+    longest = tau * math.log(m_exit / float(np.min(m0)))
+    roots = [point.mu for point in singular_points(student, teacher)]
+    nearest = f"; the nearest singular mu is {min(roots, key=lambda root: abs(root - mu)):.6g}" if roots else ""
+    print(
+        f"lora-theory search: warning: tau = {tau:.6g} at mu = {mu:g}{nearest}, so the flow runs to t ~ {longest:.3g} "
+        f"for each of {m0.size} m0 values and may take minutes; give fewer or larger --m0 values or a mu farther "
+        "from the singular one to shorten it.",
+        file=sys.stderr,
+    )
+
+
 def _search_method(kappa: float) -> tuple[str, dict]:
     tolerances = {"rtol": FLOW_RTOL, "atol": f"rtol * {ABSOLUTE_TOLERANCE_FACTOR:g} * m0"}
     method = (
-        f"flow integrated by scipy solve_ivp (DOP853, rtol {FLOW_RTOL:g}, atol = rtol * {ABSOLUTE_TOLERANCE_FACTOR:g} * m0) "
+        f"flow integrated by scipy solve_ivp ({FLOW_METHOD}, rtol {FLOW_RTOL:g}, atol = rtol * {ABSOLUTE_TOLERANCE_FACTOR:g} * m0) "
         "from (u, m) = (0, m0) to the first |m| = m_exit, horizon 20 times the linear estimate (at least t = 100); "
         f"kappa = {kappa:g}; tau from the linear theory at (u, m) = (0, 0)"
     )
@@ -262,13 +283,26 @@ def _run_search(options: argparse.Namespace, command: str) -> int:
     if rates.notes[0] is not None:
         raise UsageError(f"--mu {options.mu}: no linear search phase at mu = {mu:g}: {rates.notes[0]}. Choose another mu.")
 
+    _warn_long_search(student, teacher, mu, float(rates.tau[0]), m0, m_exit)
+
     # -- computation -----------------------------------------------------
+    progress = None
+    if is_terminal():
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=m0.size, desc="search", unit="m0", file=sys.stderr)
     try:
-        fit = search_phase(student, teacher, mu=mu, m0=m0, kappa=kappa, m_exit=m_exit)
+        fit = search_phase(
+            student, teacher, mu=mu, m0=m0, kappa=kappa, m_exit=m_exit,
+            callback=None if progress is None else lambda index, start, trajectory: progress.update(1),
+        )
     except ParameterError as error:
         raise UsageError(f"--m0 {options.m0}: {error}") from error
     except ArithmeticError as error:
         raise ComputationError(f"flow integration failed at mu = {mu:g}: {error}") from error
+    finally:
+        if progress is not None:
+            progress.close()
     method, tolerances = _search_method(kappa)
     settings = {"student": student.spec, "teacher": teacher.spec, "mu": mu, "kappa": kappa, "m_exit": m_exit, "u0": 0.0}
     result = analysis_outputs.SearchResult(
