@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,14 @@ from lora_theory import outputs
 from lora_theory.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def split_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Comment lines (without '# ') and the CSV rows after them."""
+    lines = text.splitlines()
+    comments = [line[2:] for line in lines if line.startswith("# ")]
+    body = "\n".join(line for line in lines if not line.startswith("#"))
+    return comments, list(csv.DictReader(io.StringIO(body)))
 
 
 def run(capsys, *arguments: str) -> tuple[int, str, str]:
@@ -239,11 +248,72 @@ def test_table_lists_singular_mu(capsys):
 def test_csv_empty_cells_where_undefined(capsys):
     status, out, _ = run(capsys, "tau", "--student", "x", "--mu", "0.5,1", "--format", "csv")
     assert status == 0
-    rows = list(csv.DictReader(io.StringIO(out)))
+    _, rows = split_csv(out)
     assert list(rows[0]) == ["mu", "A", "B", "lambda_plus", "tau", "note"]
     assert float(rows[0]["tau"]) > 0
     assert rows[1]["tau"] == ""
     assert rows[1]["note"] != ""
+
+
+def test_csv_comments_state_unit_and_command(capsys):
+    status, out, _ = run(capsys, "tau", "--student", "He3", "--mu", "0.1,0.9", "--time-unit", "hermite", "--format", "csv")
+    assert status == 0
+    comments, rows = split_csv(out)
+    assert out.startswith("# ")
+    assert comments[0] == "escape rates: student He3, teacher He3"
+    time_unit = next(line for line in comments if line.startswith("time unit: "))
+    assert "hermite" in time_unit
+    assert "3! * 3 = 18" in time_unit
+    assert any(line.startswith("method: linear theory") for line in comments)
+    assert comments[-1] == f"made by: lora-theory tau --student He3 --mu 0.1,0.9 --time-unit hermite --format csv (lora-theory {lora_theory.__version__})"
+    assert [row["mu"] for row in rows] == ["0.1", "0.9"]
+
+
+def test_csv_lists_singular_mu_between_points(capsys):
+    # He3 learning itself has a zero of A(mu) near 0.32, between the grid points 0.1 and 0.9,
+    # so no row carries it. The comment lines must.
+    _, table, _ = run(capsys, "tau", "--student", "He3", "--mu", "0.1,0.9")
+    singular_line = next(line for line in table.splitlines() if line.strip().startswith("mu_s = "))
+    status, out, _ = run(capsys, "tau", "--student", "He3", "--mu", "0.1,0.9", "--format", "csv")
+    assert status == 0
+    comments, rows = split_csv(out)
+    assert all("mu_s" not in row["note"] for row in rows)
+    assert any(line.startswith("singular mu (A(mu) = 0, tau diverges) in [0.1, 0.9]: ") for line in comments)
+    point = next(line for line in comments if line.startswith("singular point: "))
+    assert point == "singular point: " + singular_line.strip()
+    assert "tau ~ " in point
+    assert "m_c = " in point
+
+
+def test_tau_nonexistent_expectation_exits_2(capsys):
+    # E[sigma'(lam) sigma(lam*)] with sigma = exp(z^2) is infinite, so no A(mu) exists.
+    status, out, err = run(capsys, "tau", "--student", "expr:exp(z^2)", "--mu", "0.5", "--format", "json")
+    assert status == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("lora-theory tau: error: computing A(mu) and B(mu) for student expr:exp(z^2)")
+    assert "E[f(lam) h(lam*)] with f = " in err
+    assert "Q = 0.25, R = 0.5" in err
+    assert "estimated error" in err
+    assert "does not exist under the Gaussian" in err
+    assert "Warning" not in err
+
+
+def test_tau_warning_is_one_line(capsys, monkeypatch):
+    # The command line prints a warning as one line, not in Python's format with file and source line.
+    from lora_theory._numeric import QuadratureWarning
+    from lora_theory.cli import _rates
+
+    def escape_rates_with_warning(*arguments, **keywords):
+        warnings.warn("estimated quadrature error is above tolerance\nat 1 of 1 points", QuadratureWarning, stacklevel=2)
+        return escape_rates(*arguments, **keywords)
+
+    escape_rates = _rates.escape_rates
+    monkeypatch.setattr(_rates, "escape_rates", escape_rates_with_warning)
+    status, out, err = run(capsys, "tau", "--student", "x", "--mu", "0.5", "--format", "json")
+    assert status == 0
+    load_json(out)
+    assert err == "lora-theory tau: warning: estimated quadrature error is above tolerance at 1 of 1 points\n"
 
 
 # --- tau: files -----------------------------------------------------------------
@@ -294,7 +364,9 @@ def test_output_replaces_existing_file(capsys, tmp_path):
     target.write_text("old content\n")
     status, _, _ = run(capsys, "tau", "--student", "x", "--mu", "0.5", "--format", "csv", "--output", str(target))
     assert status == 0
-    assert target.read_text().startswith("mu,A,B,lambda_plus,tau,note\n")
+    comments, rows = split_csv(target.read_text())
+    assert comments[0] == "escape rates: student x, teacher x"
+    assert [row["mu"] for row in rows] == ["0.5"]
     assert [path.name for path in tmp_path.iterdir()] == ["tau.csv"]
 
 
@@ -362,9 +434,11 @@ def test_report_writes_files(capsys, tmp_path, small_report_grid):
 def test_report_csv_long_format(capsys, tmp_path, small_report_grid):
     folder = tmp_path / "report"
     assert run(capsys, "report", "--output", str(folder))[0] == 0
-    with open(folder / "tau.csv", newline="") as stream:
-        rows = list(csv.DictReader(stream))
+    comments, rows = split_csv((folder / "tau.csv").read_text())
 
+    assert any(line.startswith("time unit: per row, plain = plain (t = eta * steps); hermite = ") for line in comments)
+    assert any(line.startswith("singular mu (A(mu) = 0) of He3 in [0.1, 0.9]: 0.3") for line in comments)
+    assert comments[-1] == f"made by: lora-theory report --output {folder} (lora-theory {lora_theory.__version__})"
     assert list(rows[0]) == ["activation", "time_unit", "mu", "A", "B", "lambda_plus", "tau"]
     assert len(rows) == 8 * 5
     units = {row["activation"]: row["time_unit"] for row in rows}
@@ -421,8 +495,7 @@ def test_report_default_run(capsys, tmp_path, monkeypatch):
 
     folder = tmp_path / "lora-theory-report"
     assert str(folder) in out
-    with open(folder / "tau.csv", newline="") as stream:
-        rows = list(csv.DictReader(stream))
+    _, rows = split_csv((folder / "tau.csv").read_text())
     assert len(rows) == 8 * 200
     mu = sorted({float(row["mu"]) for row in rows})
     assert len(mu) == 200

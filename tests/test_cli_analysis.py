@@ -439,7 +439,8 @@ def test_tau_csv_note_at_singular_row(capsys):
     # = (mu - 1)^-2; g(m) = -d^2 L / du^2 (0, m) = -1 for every m, so there is no critical alignment.
     status, out, err = run(capsys, "tau", "--student", "x", "--mu", "0.5,1", "--format", "csv")
     assert status == 0, err
-    rows = list(csv.DictReader(io.StringIO(out)))
+    comments, rows = split_csv(out)
+    assert "singular point: mu_s = 1: tau ~ 1 (mu - 1)^-2; no critical alignment in (0, 1] (time unit plain)" in comments
     assert list(rows[0]) == ["mu", "A", "B", "lambda_plus", "tau", "note"]
     assert rows[0]["note"] == ""
     assert rows[1]["tau"] == ""

@@ -323,7 +323,15 @@ def test_escape_csv_and_table(capsys):
     arguments = ["escape", "--student", "x", "--mu", "0.5,1", "--d", "100", "--lr", "0.1", "--batch", "10", "--method", "linear"]
     status, out, _ = run(capsys, *arguments, "--format", "csv")
     assert status == 0
-    rows = list(csv.DictReader(io.StringIO(out)))
+    comments, rows = split_csv(out)
+    assert comments[0].startswith("escape times (first |m| >= ")
+    assert "method linear" in comments[0]
+    assert comments[1].startswith("d = 100, eta = 0.1, B = 10, ")
+    assert "time unit: escape_time in t = eta * steps; escape_steps in steps; escape_samples in samples = B * steps" in comments
+    settings = next(line for line in comments if line.startswith("settings: "))
+    for field in ("d = 100", "eta = 0.1", "batch = 10", "kappa = 1.0", "m0 = ", "method = linear"):
+        assert field in settings
+    assert comments[-1].startswith("made by: lora-theory escape --student x --mu 0.5,1 ")
     assert list(rows[0]) == ESCAPE_KEYS + ["note"]
     assert rows[1]["escape_time"] == ""
     assert rows[1]["note"] != ""

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import erf, ndtr
 
-from lora_theory._errors import ActivationError, ParameterError
+from lora_theory._errors import ActivationError, LoraTheoryError, LoraTheoryWarning, ParameterError, QuadratureError
 from lora_theory._numeric import (
     MAX_HERMITE_NODES,
     QuadratureWarning,
@@ -402,9 +402,52 @@ def test_invalid_arguments_raise():
 
 
 def test_missing_kink_warns():
-    # Without its kink, relu converges only algebraically in one dimension.
-    with pytest.warns(QuadratureWarning, match="estimated quadrature error is above tolerance at 1 of 1"):
-        expectation_1d(lambda z: np.maximum(z, 0.0), 1.0)
+    # Without its kink, relu converges only algebraically in one dimension, but the estimated
+    # error (about 2e-6 relative) stays below the error limit 1e-3 * |value|: a warning, no error.
+    with pytest.warns(QuadratureWarning, match="estimated quadrature error is above tolerance at 1 of 1") as record:
+        value = expectation_1d(lambda z: np.maximum(z, 0.0), 1.0)
+    assert issubclass(record[0].category, LoraTheoryWarning)
+    assert "below the error limit" in str(record[0].message)
+    # E relu(z) = 1 / sqrt(2 pi); 1e-5 is ten times the error estimate of this case.
+    assert value == pytest.approx(1.0 / math.sqrt(2.0 * math.pi), rel=1e-5)
+
+
+def test_nonexistent_expectation_raises():
+    # E exp(z^2) is infinite for z ~ N(0, 1). The truncated integral is finite (about 1.4e21)
+    # and must not be returned as a value.
+    with pytest.raises(QuadratureError, match="variance = 1.0") as caught:
+        expectation_1d(lambda z: np.exp(z * z), 1.0)
+    message = str(caught.value)
+    assert isinstance(caught.value, LoraTheoryError)
+    assert "estimated error" in message
+    assert "does not exist under the Gaussian" in message
+    assert "exp(z^2)" in message
+
+
+def test_nonexistent_pair_expectation_raises():
+    # (1 + lam^2) exp(lam*^2) with Var lam* = 1 has no expectation, and the error names the point (Q, R).
+    with pytest.raises(QuadratureError, match=r"at Q = 0\.25, R = 0\.5: value .* estimated error"):
+        pair_expectation(lambda z: 1.0 + z * z, lambda z: np.exp(z * z), 0.25, 0.5)
+
+
+def test_overflowing_integrand_raises():
+    # exp(z^3) overflows to inf inside [-10, 10].
+    with pytest.raises(QuadratureError, match="overflowed at variance = 1.0"):
+        expectation_1d(lambda z: np.exp(z**3), 1.0)
+
+
+def test_heavy_tail_at_truncation_raises():
+    # E exp(0.45 z^2) = 1 / sqrt(0.1) exists, but 0.4% of E|f| lies at 9 to 10 standard
+    # deviations, so the truncation at 10 loses about 1e-3 of it: an error, not a value.
+    with pytest.raises(QuadratureError, match="9 to 10 standard deviations"):
+        expectation_1d(lambda z: np.exp(0.45 * z * z), 1.0)
+
+
+def test_gaussian_growth_below_limit_converges():
+    # E exp(0.3 z^2) = 1 / sqrt(1 - 0.6), with 2e-8 of E|f| at 9 to 10 standard deviations:
+    # below the tail limit 1e-6, so the documented accuracy holds and nothing is raised.
+    value = expectation_1d(lambda z: np.exp(0.3 * z * z), 1.0)
+    assert value == pytest.approx(1.0 / math.sqrt(0.4), rel=RELATIVE)
 
 
 # ---- activations ----

@@ -27,3 +27,15 @@ class TimeUnitError(LoraTheoryError):
 
 class SingularPointError(LoraTheoryError):
     """A quantity is undefined at the requested point (for example A(mu) = 0)."""
+
+
+class QuadratureError(LoraTheoryError):
+    """A numerical Gaussian expectation did not converge, or does not exist.
+
+    The message names the expectation, the point (Q, R) or variance, the
+    estimated error and the likely cause.
+    """
+
+
+class LoraTheoryWarning(Warning):
+    """Base class of the warnings this package issues."""

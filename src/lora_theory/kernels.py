@@ -24,7 +24,7 @@ import json
 import numpy as np
 import sympy as sp
 
-from ._errors import LoraTheoryError
+from ._errors import LoraTheoryError, QuadratureError
 from .activations import Z
 
 __all__ = ["GaussianKernel", "DeltaKernel", "kernel", "evaluate_kernel", "evaluate_delta_kernel"]
@@ -192,7 +192,13 @@ def evaluate_kernel(tag: str, variance, covariance) -> np.ndarray:
     from . import _numeric
 
     f, h, kinks_f, kinks_h = _compiled(tag)
-    return _numeric.pair_expectation(f, h, variance, covariance, kinks_f=kinks_f, kinks_h=kinks_h)
+    try:
+        return _numeric.pair_expectation(f, h, variance, covariance, kinks_f=kinks_f, kinks_h=kinks_h)
+    except QuadratureError as error:
+        f_expression, h_expression = _decode(tag)
+        raise QuadratureError(
+            f"E[f(lam) h(lam*)] with f = {f_expression}, h = {h_expression}, Var lam = Q, Cov(lam, lam*) = R: {error}"
+        ) from error
 
 
 def evaluate_delta_kernel(tag: str, point, variance, covariance) -> np.ndarray:

@@ -356,22 +356,56 @@ def format_table(rates: EscapeRates, singular_points: Sequence["SingularPoint"] 
     return "\n".join(lines) + "\n"
 
 
-def format_csv(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = ()) -> str:
-    """Render CSV with columns ``mu, A, B, lambda_plus, tau, note``.
+def _comment_block(lines: Iterable[str]) -> str:
+    # Each line becomes a "# " comment, the convention of every CSV of the command line.
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def _provenance_line(command: str | None) -> str:
+    if command is None:
+        return f"made by: lora-theory {__version__}"
+    return f"made by: {command} (lora-theory {__version__})"
+
+
+def _tau_comment_lines(rates: EscapeRates, singular_points: Sequence["SingularPoint"]) -> list[str]:
+    # The header lines of the table, with the singular mu moved before the rows.
+    lines = [
+        f"escape rates: student {rates.student}, teacher {rates.teacher}",
+        f"time unit: {describe_time_unit(rates.time_unit, rates.student)}; A, B and lambda_plus are rates per unit of time, tau = 1 / lambda_plus is in that unit",
+        f"method: {describe_tau_method(rates)}",
+    ]
+    span = _grid_span(rates.mu)
+    if rates.singular_mu:
+        lines.append(f"singular mu (A(mu) = 0, tau diverges) in {span}: {_format_singular(rates.singular_mu)}")
+        for point in singular_points:
+            lines.append(f"singular point: {point.describe()} (time unit {point.time_unit})")
+    else:
+        lines.append(f"singular mu (A(mu) = 0) in {span}: none")
+    lines.append("columns: undefined values are empty cells and note gives the reason")
+    return lines
+
+
+def format_csv(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = (), command: str | None = None) -> str:
+    """Render CSV with columns ``mu, A, B, lambda_plus, tau, note`` after ``#`` comment lines.
+
+    The comment lines state the student and teacher, the time unit and its
+    meaning, the method, every singular mu of the grid's range (also those
+    between grid points) with the divergence law ``tau ~ prefactor (mu -
+    mu_s)^-2`` and m_c of each entry of ``singular_points``, and the
+    ``command`` and version that made the file. Read the file with, for
+    example, ``pandas.read_csv(path, comment="#")``.
 
     Undefined values are empty cells and ``note`` gives the reason. At a row
     whose mu is one of ``singular_points`` the note adds the divergence law
-    ``tau ~ prefactor (mu - mu_s)^-2`` and m_c. Numbers use Python's shortest
-    round-trip representation.
+    and m_c. Numbers use Python's shortest round-trip representation.
     """
-    # NOTE: the CSV keeps its header as the first line for existing readers, so singular mu that fall
-    # between grid points appear only in the table and the JSON output.
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RATE_COLUMNS + ("note",))
     for row, note in zip(_rows(rates), _notes_with_singular(rates, singular_points)):
         writer.writerow(["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS] + [note])
-    return buffer.getvalue()
+    comments = _tau_comment_lines(rates, singular_points) + [_provenance_line(command)]
+    return _comment_block(comments) + buffer.getvalue()
 
 
 def format_json(rates: EscapeRates, singular_points: Sequence["SingularPoint"] = ()) -> str:
@@ -542,7 +576,20 @@ def compute_report(
     return entries
 
 
-def _report_csv(entries: Sequence[ReportEntry]) -> str:
+def _report_csv(entries: Sequence[ReportEntry], command: str) -> str:
+    comments = [
+        "escape rates of the default report: student = teacher in every activation",
+        f"time unit: per row, plain = {describe_time_unit('plain', 'x')}; hermite = rates divided by k! * k for the student He_k, so tau is k! * k times its plain value",
+        "columns: A, B and lambda_plus are rates per time unit, tau = 1 / lambda_plus in that unit; undefined values are empty cells",
+    ]
+    if entries:
+        comments.append(f"method: {describe_tau_method(entries[0].rates)}")
+    for entry in entries:
+        span = _grid_span(entry.rates.mu)
+        found = _format_singular(entry.rates.singular_mu) if entry.rates.singular_mu else "none"
+        comments.append(f"singular mu (A(mu) = 0) of {entry.spec} in {span}: {found}")
+    comments.append(_provenance_line(command))
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("activation",) + ("time_unit",) + RATE_COLUMNS)
@@ -550,7 +597,7 @@ def _report_csv(entries: Sequence[ReportEntry]) -> str:
         for row in _rows(entry.rates):
             cells = ["" if row[column] is None else repr(row[column]) for column in RATE_COLUMNS]
             writer.writerow([entry.spec, entry.time_unit] + cells)
-    return buffer.getvalue()
+    return _comment_block(comments) + buffer.getvalue()
 
 
 _PANEL_TITLES = {
@@ -637,7 +684,7 @@ def write_report(directory: str | os.PathLike, entries: Sequence[ReportEntry], c
     """
     folder = Path(directory)
     contents = {
-        folder / REPORT_CSV: _report_csv(entries).encode("utf-8"),
+        folder / REPORT_CSV: _report_csv(entries, command).encode("utf-8"),
         folder / REPORT_FIGURE: _report_figure(entries, command),
         folder / REPORT_SUMMARY: _report_summary(entries, command).encode("utf-8"),
     }
@@ -843,8 +890,19 @@ def format_escape_table(table: EscapeTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_escape_csv(table: EscapeTable) -> str:
-    """Render CSV with the columns of :data:`ESCAPE_COLUMNS` and ``note``; undefined values are empty cells."""
+def format_escape_csv(table: EscapeTable, command: str | None = None) -> str:
+    """Render CSV with the columns of :data:`ESCAPE_COLUMNS` and ``note`` after ``#`` comment lines.
+
+    The comment lines are the header lines of the text table (student,
+    teacher, method, d, eta, B, kappa, the initial state, the time unit and
+    the statistic), then every setting as ``name = value`` and the
+    ``command`` and version that made the file. Undefined values are empty
+    cells. Read the file with, for example, ``pandas.read_csv(path,
+    comment="#")``.
+    """
+    settings = ", ".join(f"{name} = {value}" for name, value in table.settings.items() if value is not None)
+    comments = list(table.description) + [f"settings: {settings}", _provenance_line(command)]
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(ESCAPE_COLUMNS + ("note",))
@@ -852,7 +910,7 @@ def format_escape_csv(table: EscapeTable) -> str:
         values = row.values()
         cells = [values[column] if isinstance(values[column], str) else _csv_number(values[column]) for column in ESCAPE_COLUMNS]
         writer.writerow(cells + [row.note])
-    return buffer.getvalue()
+    return _comment_block(comments) + buffer.getvalue()
 
 
 def format_escape_json(table: EscapeTable) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
-from ._errors import ParameterError, TimeUnitError
+from ._errors import ParameterError, QuadratureError, TimeUnitError
 from .activations import parse_activation
 from . import cache
 from .codegen import deserialise, generate, generate_polynomial, serialise
@@ -238,8 +238,11 @@ def escape_rates(student, teacher=None, mu=None, time_unit: str = "plain") -> Es
     grid = validate_mu(np.linspace(0.02, 0.99, 200) if mu is None else mu)
     functions = rate_functions(student, teacher)
 
-    A = functions.A(grid) / factor
-    B = functions.B(grid) / factor
+    try:
+        A = functions.A(grid) / factor
+        B = functions.B(grid) / factor
+    except QuadratureError as error:
+        raise QuadratureError(f"computing A(mu) and B(mu) for student {student.spec}, teacher {teacher.spec} failed: {error}") from error
     lambda_plus = _unstable_eigenvalue(A, B)
     with np.errstate(divide="ignore"):
         tau = 1.0 / lambda_plus

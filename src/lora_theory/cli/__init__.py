@@ -28,8 +28,10 @@ flow integration fails, 2 for a usage error. Usage errors are a bad option,
 an unknown activation, a malformed grid, mu outside [0, 1], a Hermite degree
 above 30, and the hermite time unit for a student that is not a single He_k.
 For simulate and escape they also include settings outside their domain and
-simulations beyond the memory limit. Errors are one line on standard error,
-without a traceback.
+simulations beyond the memory limit. A Gaussian expectation whose
+quadrature does not converge (for example because the expectation does not
+exist) also exits with 2. Errors and warnings are one line each on standard
+error, without a traceback.
 """
 
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -105,9 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else EXIT_USAGE
 
     prefix = f"{PROGRAM} {options.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        # One line per warning, like the error lines, without Python's file and source line.
+        print(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
         _reject_empty_paths(options)
-        return options.handler(options, command)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return options.handler(options, command)
     except (UsageError, LoraTheoryError) as error:
         print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE

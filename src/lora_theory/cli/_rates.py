@@ -122,7 +122,10 @@ def _run_tau(options: argparse.Namespace, command: str) -> int:
         singular = singular_points(student, teacher, mu_range=(float(mu.min()), float(mu.max())), time_unit=options.time_unit)
 
     # Render everything before writing anything.
-    text = _FORMATTERS[options.format](rates, singular)
+    if options.format == "csv":
+        text = outputs.format_csv(rates, singular, command)
+    else:
+        text = _FORMATTERS[options.format](rates, singular)
     figure = outputs.render_tau_figure(rates, command, singular) if options.plot is not None else None
 
     write_outputs(text, options.output, figure, options.plot)

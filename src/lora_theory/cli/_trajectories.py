@@ -668,7 +668,12 @@ def _run_escape(options: argparse.Namespace, command: str) -> int:
         settings=_escape_settings(setting, m_exit, options.statistic, options.max_steps),
         description=_escape_description(setting, m_exit, options.statistic),
     )
-    formatters = {"table": outputs.format_escape_table, "csv": outputs.format_escape_csv, "json": outputs.format_escape_json}
-    write_outputs(formatters[options.format](table), options.output, None, None)
+    if options.format == "csv":
+        text = outputs.format_escape_csv(table, command)
+    elif options.format == "json":
+        text = outputs.format_escape_json(table)
+    else:
+        text = outputs.format_escape_table(table)
+    write_outputs(text, options.output, None, None)
     return EXIT_OK
 
