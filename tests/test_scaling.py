@@ -168,3 +168,26 @@ def test_pretraining_reduced_slope_is_tau(spec):
     result = scaling_law(spec, d=[1e3, 1e4, 1e5], mu=0.5, method="reduced", n_runs=64, seed=1)
     assert np.all(result.censored_fraction == 0.0)
     assert abs(result.slope - tau) <= 0.3 * tau, (result.slope, result.slope_ci, tau)
+
+
+def test_censored_bound_undefined_without_warning(monkeypatch):
+    # One of four runs censored: the median is finite, but resampled medians are +inf whenever two
+    # or more censored draws occur, so the 97.5% quantile interpolates inf - inf and is undefined.
+    import warnings
+
+    from lora_theory import scaling
+    from lora_theory.cli._scaling import _cell, render_figure
+
+    def fake_escape(student, teacher, mu, dimension, eta, batch, max_steps, n_runs, seed, *rest):
+        return np.array([10.0, 11.0, 12.0, np.inf]) * dimension
+
+    monkeypatch.setattr(scaling, "_simulate_escape", fake_escape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = scaling.scaling_law("He2", mu=0.6, method="reduced", d=[50, 100, 200], n_runs=4)
+        image = render_figure(result, "lora-theory scaling")
+
+    assert np.all(np.isnan(result.steps_ci[:, 1]))
+    assert np.all(np.isfinite(result.steps_ci[:, 0]))
+    assert image.startswith(b"\x89PNG")
+    assert _cell(None) == "undefined"

@@ -307,7 +307,10 @@ def scaling_law(
         finite = slopes[np.isfinite(slopes)]
         if finite.size:
             slope_ci = tuple(float(value) for value in np.quantile(finite, [0.025, 0.975]))
-        steps_ci[:] = np.quantile(medians, [0.025, 0.975], axis=0).T
+        # A resampled median is +inf when half or more of its runs are censored. Interpolating between two
+        # infinite medians gives inf - inf, so that bound is nan (undefined), as intended.
+        with np.errstate(invalid="ignore"):
+            steps_ci[:] = np.quantile(medians, [0.025, 0.975], axis=0).T
     return ScalingResult(**{**result.__dict__, "slope": slope, "intercept": intercept, "slope_ci": slope_ci,
                             "residual_rms": residual, "steps_ci": steps_ci})
 

@@ -298,7 +298,7 @@ def format_table(result: ScalingResult, command: str) -> str:
 
 def _cell(value) -> str:
     if value is None:
-        return "-"
+        return "undefined"
     if isinstance(value, int):
         return str(value)
     return f"{value:.6g}"
@@ -321,6 +321,26 @@ def format_csv(result: ScalingResult, command: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _draw_interval(axes, x: np.ndarray, y: np.ndarray, bounds: np.ndarray, label: str) -> None:
+    """Draw points with error bars to the finite ``bounds`` (shape ``(n, 2)``), leaving undefined bounds out.
+
+    A point whose upper bound is undefined (half or more of a resample censored) gets an open
+    upward arrow, with its own legend entry.
+    """
+    points = axes.plot(x, y, "o", label=label)[0]
+    for side, column in ((-1, 0), (1, 1)):
+        bound = bounds[:, column]
+        defined = np.isfinite(bound)
+        if np.any(defined):
+            length = np.abs(bound[defined] - y[defined])
+            yerr = np.vstack([length, np.zeros_like(length)]) if side < 0 else np.vstack([np.zeros_like(length), length])
+            axes.errorbar(x[defined], y[defined], yerr=yerr, fmt="none", ecolor=points.get_color(), capsize=3)
+    open_upper = ~np.isfinite(bounds[:, 1])
+    if np.any(open_upper):
+        axes.plot(x[open_upper], y[open_upper], linestyle="none", marker="^", markersize=9, markerfacecolor="none",
+                  markeredgecolor=points.get_color(), label="upper bound undefined (censored runs)")
+
+
 def render_figure(result: ScalingResult, command: str) -> bytes:
     """Render steps against d on log-log axes with the fitted line, as PNG bytes.
 
@@ -339,8 +359,7 @@ def render_figure(result: ScalingResult, command: str) -> bytes:
     # Left: escape steps against d, log-log, with the fitted law.
     label = "flow" if result.method == "flow" else f"reduced SGD, median of {result.n_runs} runs"
     if result.method == "reduced":
-        errors = np.abs(result.steps_ci.T - result.steps)
-        axes.errorbar(result.d, result.steps, yerr=errors, fmt="o", capsize=3, label=label + ", 95% CI")
+        _draw_interval(axes, result.d, result.steps, result.steps_ci, label + ", 95% CI")
     else:
         axes.plot(result.d, result.steps, "o", label=label)
     dense = np.geomspace(result.d[0], result.d[-1], 200)
@@ -359,8 +378,7 @@ def render_figure(result: ScalingResult, command: str) -> bytes:
         right = figure.add_subplot(1, panels, 2)
         half_log = 0.5 * np.log(result.d)
         if result.method == "reduced":
-            errors = np.abs(result.eta * result.steps_ci.T - result.t)
-            right.errorbar(half_log, result.t, yerr=errors, fmt="o", capsize=3, label=label + ", 95% CI")
+            _draw_interval(right, half_log, result.t, result.eta[:, None] * result.steps_ci, label + ", 95% CI")
         else:
             right.plot(half_log, result.t, "o", label=label)
         line = np.linspace(half_log[0], half_log[-1], 2)
