@@ -76,3 +76,30 @@ def test_jacobian_method_recorded():
     points = _by_position(fixed_points("relu", mu=0.5))
     assert points[(0.0, 0.0)].jacobian_method == "symbolic"
     assert points[(0.5, 1.0)].jacobian_method == "one-sided differences"
+
+
+def test_eigenvalues_sorted_by_real_part():
+    # He3 at mu = 0.6: the minima at m = +-1 have eigenvalues -90 and -5.76 in some order from LAPACK.
+    for point in fixed_points("He3", mu=0.6):
+        values = list(point.eigenvalues)
+        assert values == sorted(values, key=lambda value: (value.real, value.imag))
+
+
+def test_constant_student_is_continuum():
+    # He0 is constant, so the flow is identically zero and every point is fixed.
+    from lora_theory.fixed_points import ContinuumOfFixedPointsError
+
+    with pytest.raises(ContinuumOfFixedPointsError, match="continuum of fixed points"):
+        fixed_points("He0", mu=0.5)
+
+
+def test_cli_constant_student_one_line(capsys):
+    from lora_theory.cli import main
+
+    status = main(["fixed-points", "--student", "He0", "--mu", "0.5"])
+    captured = capsys.readouterr()
+
+    assert status == 2
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "He0" in captured.err

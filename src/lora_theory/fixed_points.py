@@ -30,7 +30,7 @@ from .flow import flow_functions
 from .model import kappa, m, mu, u
 from .rates import validate_mu
 
-__all__ = ["FixedPoint", "fixed_points"]
+__all__ = ["ContinuumOfFixedPointsError", "FixedPoint", "fixed_points"]
 
 #: Residual |velocity| below which a polished root counts as a fixed point.
 RESIDUAL_TOLERANCE = 1e-10
@@ -44,6 +44,16 @@ DEDUPLICATION_DISTANCE = 1e-7
 ONE_SIDED_STEP = 1e-7
 #: Sample points in u and m of the sign-change search.
 DEFAULT_GRID = (121, 81)
+#: Largest number of isolated fixed points reported; more means the search found a continuum.
+MAX_FIXED_POINTS = 50
+
+
+class ContinuumOfFixedPointsError(ParameterError):
+    """The flow vanishes on a set of positive area, or has more than :data:`MAX_FIXED_POINTS` zeros.
+
+    Fixed points are then not isolated, so there is no finite list to return
+    (for example a constant student such as He0, whose flow is identically zero).
+    """
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class FixedPoint:
     """A fixed point ``(u, m)`` of the flow.
 
     ``eigenvalues`` (complex, shape ``(2,)``) are those of the Jacobian of
-    ``(du/dt, dm/dt)``; ``stability`` is "stable", "unstable", "saddle" or
+    ``(du/dt, dm/dt)``, sorted by real part, then by imaginary part; ``stability`` is "stable", "unstable", "saddle" or
     "non-hyperbolic"; ``role`` is "search point" (``u = m = 0``), "global
     minimum" (zero loss), "spurious attractor" (stable with positive loss) or
     "other". ``jacobian_method`` is "symbolic" (generated from the flow) or
@@ -109,10 +119,15 @@ def fixed_points(
     u_max: float = 3.0,
     grid: tuple[int, int] = DEFAULT_GRID,
 ) -> tuple[FixedPoint, ...]:
-    """All fixed points with ``|u| <= u_max`` and ``m`` in [-1, 1], sorted by loss then u.
+    """Find all fixed points with ``|u| <= u_max`` and ``m`` in [-1, 1], sorted by loss then u.
 
     ``grid`` sets the number of sample points in u and m of the sign-change
     search; fixed points closer together than one grid cell may be missed.
+    Each point's eigenvalues are sorted by real part, then imaginary part.
+
+    Raises :class:`ContinuumOfFixedPointsError` when both components of the
+    flow are zero (within ``RESIDUAL_TOLERANCE``) on all four corners of a
+    grid cell, or when more than :data:`MAX_FIXED_POINTS` points are found.
     """
     for name, value in (("mu", mu), ("kappa", kappa), ("u_max", u_max)):
         if not np.isfinite(value):
@@ -138,6 +153,20 @@ def fixed_points(
     m_values = np.linspace(-1.0, 1.0, grid[1])
     uu, mm = np.meshgrid(u_values, m_values, indexing="ij")
     du, dm = functions.velocity(uu, mm, mu, kappa)
+    du = np.broadcast_to(du, uu.shape)
+    dm = np.broadcast_to(dm, uu.shape)
+
+    # A cell whose four corners are all zeros of the flow means the flow vanishes on an area, so the
+    # zeros are not isolated. NOTE: a vanishing area smaller than one cell is not detected here.
+    zero = (np.abs(du) <= RESIDUAL_TOLERANCE) & (np.abs(dm) <= RESIDUAL_TOLERANCE)
+    zero_cells = zero[:-1, :-1] & zero[1:, :-1] & zero[:-1, 1:] & zero[1:, 1:]
+    if np.any(zero_cells):
+        raise ContinuumOfFixedPointsError(
+            f"the flow of student {student.spec!r}, teacher {teacher.spec!r} vanishes on {int(zero_cells.sum())} of "
+            f"{zero_cells.size} grid cells at mu = {mu:g}, kappa = {kappa:g}: it has a continuum of fixed points, "
+            "not isolated ones; choose a student that is not constant"
+        )
+
     seeds = [(0.0, 0.0), (1 - mu, 1.0), (mu - 1, -1.0)]
     sign_du = np.sign(du)
     sign_dm = np.sign(dm)
@@ -163,6 +192,11 @@ def fixed_points(
         if any(abs(point[0] - a) < DEDUPLICATION_DISTANCE and abs(point[1] - b) < DEDUPLICATION_DISTANCE for a, b in found):
             continue
         found.append((float(point[0]), float(point[1])))
+    if len(found) > MAX_FIXED_POINTS:
+        raise ContinuumOfFixedPointsError(
+            f"found {len(found)} fixed points of student {student.spec!r}, teacher {teacher.spec!r} at mu = {mu:g}, "
+            f"kappa = {kappa:g}, more than {MAX_FIXED_POINTS}: the zeros are not isolated (a continuum of fixed points)"
+        )
 
     # Classify by the Jacobian and the loss.
     points = []
@@ -181,7 +215,7 @@ def fixed_points(
             # |u| sqrt(1 - m^2)); use one-sided differences pointing into the domain instead.
             matrix = _one_sided_jacobian(velocity, np.array([u_value, m_value]))
             jacobian_method = "one-sided differences"
-        eigenvalues = np.linalg.eigvals(matrix)
+        eigenvalues = np.sort_complex(np.linalg.eigvals(matrix).astype(complex))
         loss = float(functions.loss(u_value, m_value, mu))
         stability = _classify(eigenvalues)
         if abs(u_value) < 1e-9 and abs(m_value) < 1e-9:

@@ -14,6 +14,7 @@ from .._errors import GridError, ParameterError, TimeUnitError
 from ..analysis import DEFAULT_M0, FLOW_METHOD, FLOW_RTOL, search_phase
 from ..dynamics import ABSOLUTE_TOLERANCE_FACTOR
 from ..fixed_points import (
+    ContinuumOfFixedPointsError,
     DEDUPLICATION_DISTANCE,
     DEFAULT_GRID,
     HYPERBOLICITY_TOLERANCE,
@@ -162,7 +163,10 @@ def _run_fixed_points(options: argparse.Namespace, command: str) -> int:
     _require(math.isfinite(options.u_max) and options.u_max > 0, f"--u-max must be a finite number > 0, got {options.u_max!r}.")
 
     # -- computation -----------------------------------------------------
-    points = fixed_points(student, teacher, mu=mu, kappa=kappa, u_max=options.u_max)
+    try:
+        points = fixed_points(student, teacher, mu=mu, kappa=kappa, u_max=options.u_max)
+    except ContinuumOfFixedPointsError as error:
+        raise UsageError(f"--student {student.spec}: cannot list fixed points: {error}.") from error
     method, search = _fixed_points_method()
     settings = {"student": student.spec, "teacher": teacher.spec, "mu": mu, "kappa": kappa, "u_max": float(options.u_max)}
     result = analysis_outputs.FixedPointResult(points, settings, method, search)
