@@ -255,6 +255,7 @@ def render_phase_portrait(result: FixedPointResult, velocity, loss, command: str
     if np.count_nonzero(finite) > 1 and np.nanmax(surface[finite]) > np.nanmin(surface[finite]):
         levels = np.geomspace(np.nanmin(surface[finite]), np.nanmax(surface[finite]), 12)
         axes.contour(uu, mm, np.where(finite, surface, np.nan), levels=levels, colors="0.8", linewidths=0.6)
+        axes.plot([], [], color="0.8", linewidth=0.6, label="loss level sets (12, log-spaced)")
 
     # Streamlines coloured by log10 of the speed, which varies by orders of magnitude.
     speed = np.hypot(du, dm)
@@ -268,7 +269,10 @@ def render_phase_portrait(result: FixedPointResult, velocity, loss, command: str
             color=np.clip(np.where(np.isfinite(colour), colour, low), low, high), cmap="viridis",
             density=1.2, linewidth=0.7, arrowsize=0.8,
         )
-        figure.colorbar(stream.lines, ax=axes, label=r"$\log_{10}$ speed of the flow")
+        figure.colorbar(
+            stream.lines, ax=axes,
+            label=r"$\log_{10}$ speed $\|(du/dt, dm/dt)\|$ (per unit t = eta * steps)",
+        )
 
     for stability, (marker, colour, filled) in _STABILITY_STYLES.items():
         chosen = [point for point in result.points if point.stability == stability]
@@ -276,7 +280,7 @@ def render_phase_portrait(result: FixedPointResult, velocity, loss, command: str
             continue
         axes.scatter(
             [point.u for point in chosen], [point.m for point in chosen], marker=marker, s=70, zorder=3,
-            facecolors=colour if filled else "white", edgecolors=colour, linewidths=1.5, label=stability,
+            facecolors=colour if filled else "white", edgecolors=colour, linewidths=1.5, label=f"{stability} fixed point",
             clip_on=False,
         )
     # Labels point away from u = 0 and into the square, so that neighbouring points keep theirs apart.
@@ -298,8 +302,9 @@ def render_phase_portrait(result: FixedPointResult, velocity, loss, command: str
         rf"$\mu$ = {settings['mu']:g}, $\kappa$ = {settings['kappa']:g}; time unit plain (t = eta * steps)",
         fontsize=9,
     )
-    if result.points:
-        axes.legend(fontsize=8, loc="upper left", title="fixed points", title_fontsize=8)
+    # Below the axes, because every corner of the square can hold a fixed point or its label.
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
     return _finish_figure(figure, command)
 
 
@@ -629,6 +634,7 @@ def render_phase_diagram_figure(result: PhaseDiagramResult, command: str) -> byt
     if comparison is not None:
         title += f"\nversus no pre-training at d = {comparison.d:g}, kappa = {comparison.kappa:g}, m_exit = {comparison.m_exit:g}"
     axes.set_title(title, fontsize=8)
+    # Below the axes, because the heat map fills the whole square.
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=7, loc="upper left", framealpha=0.8)
+        axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     return _finish_figure(figure, command)
