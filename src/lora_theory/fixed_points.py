@@ -44,12 +44,10 @@ DEDUPLICATION_DISTANCE = 1e-7
 ONE_SIDED_STEP = 1e-7
 #: Sample points in u and m of the sign-change search.
 DEFAULT_GRID = (121, 81)
-#: Largest number of isolated fixed points reported; more means the search found a continuum.
-MAX_FIXED_POINTS = 50
 
 
 class ContinuumOfFixedPointsError(ParameterError):
-    """The flow vanishes on a set of positive area, or has more than :data:`MAX_FIXED_POINTS` zeros.
+    """The flow vanishes on a set of positive area, or has more zeros than a curve through the grid gives.
 
     Fixed points are then not isolated, so there is no finite list to return
     (for example a constant student such as He0, whose flow is identically zero).
@@ -127,7 +125,8 @@ def fixed_points(
 
     Raises :class:`ContinuumOfFixedPointsError` when both components of the
     flow are zero (within ``RESIDUAL_TOLERANCE``) on all four corners of a
-    grid cell, or when more than :data:`MAX_FIXED_POINTS` points are found.
+    grid cell, or when more than ``grid[0] + grid[1]`` points are found. A
+    curve of fixed points is returned as separate samples along it.
     """
     for name, value in (("mu", mu), ("kappa", kappa), ("u_max", u_max)):
         if not np.isfinite(value):
@@ -192,10 +191,13 @@ def fixed_points(
         if any(abs(point[0] - a) < DEDUPLICATION_DISTANCE and abs(point[1] - b) < DEDUPLICATION_DISTANCE for a, b in found):
             continue
         found.append((float(point[0]), float(point[1])))
-    if len(found) > MAX_FIXED_POINTS:
+    # A curve of fixed points (u = 0 for the linear model at mu = 1) gives about one sample per grid cell
+    # that it crosses, so up to about grid[0] + grid[1]; more means the zeros are not on one curve.
+    limit = grid[0] + grid[1]
+    if len(found) > limit:
         raise ContinuumOfFixedPointsError(
             f"found {len(found)} fixed points of student {student.spec!r}, teacher {teacher.spec!r} at mu = {mu:g}, "
-            f"kappa = {kappa:g}, more than {MAX_FIXED_POINTS}: the zeros are not isolated (a continuum of fixed points)"
+            f"kappa = {kappa:g}, more than {limit}: the zeros are not isolated (a continuum of fixed points)"
         )
 
     # Classify by the Jacobian and the loss.
