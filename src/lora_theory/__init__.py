@@ -51,7 +51,7 @@ from .baseline import largest_noise_ratio, scaling_sweep, simulate_baseline
 from .derivation import Derivation, derive
 from .dynamics import FlowTrajectory, integrate_flow
 from .expectations import expectation_1d, pair_expectation
-from .fixed_points import FixedPoint, fixed_points
+from .fixed_points import ContinuumOfFixedPointsError, FixedPoint, fixed_points
 from .flow import FlowFunctions, flow_functions
 from .latex import latex_document
 from .pretraining import (
@@ -68,6 +68,7 @@ from .singular import SingularPoint, singular_points
 __all__ = [
     "Activation",
     "ActivationError",
+    "ContinuumOfFixedPointsError",
     "Derivation",
     "EscapeRates",
     "FixedPoint",
