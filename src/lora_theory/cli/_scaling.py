@@ -279,7 +279,7 @@ def _header_lines(result: ScalingResult, command: str) -> list[str]:
         "units: steps = SGD steps, samples = B * steps, t = eta * steps",
         f"fit: {fit['law']}: slope {result.slope:.4g}{interval}, residual rms {result.residual_rms:.3g}, "
         f"expected {result.expected:.4g} ({fit['expected_source']})",
-        f"command: {command} (lora-theory {__version__})",
+        f"made by: {command} (lora-theory {__version__})",
     ]
 
 
