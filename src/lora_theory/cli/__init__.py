@@ -5,7 +5,7 @@ Commands::
     lora-theory tau --student SPEC [--teacher SPEC] --mu GRID
                     [--time-unit plain|hermite] [--format table|csv|json]
                     [--output PATH] [--plot PATH]
-    lora-theory report [--output DIR]
+    lora-theory report [--full] [--output DIR]
     lora-theory simulate --student SPEC [--teacher SPEC] --mu M --d D --lr ETA --batch B
                          --steps N [--seeds K] --method flow|reduced|full [--record log|all]
                          [--m0 X] [--u0 X] [--kappa X] [--seed S] [--output CSV] [--plot PNG]
