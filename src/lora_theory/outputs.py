@@ -487,6 +487,11 @@ def _label_log_axes(axes: "Axes", ylabel: str) -> None:
         axes.set_yscale("log")
     else:
         axes.text(0.5, 0.5, "tau undefined at every mu", transform=axes.transAxes, ha="center", va="center")
+        # Nothing finite was drawn, so show the requested mu range rather than matplotlib's default.
+        mu_values = np.concatenate([np.asarray(line.get_xdata(), dtype=float) for line in axes.get_lines()] or [np.zeros(0)])
+        mu_values = mu_values[np.isfinite(mu_values)]
+        if mu_values.size and mu_values.min() < mu_values.max():
+            axes.set_xlim(mu_values.min(), mu_values.max())
     axes.grid(True, which="major", alpha=0.3)
 
 

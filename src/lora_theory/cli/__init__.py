@@ -91,7 +91,7 @@ def _reject_empty_paths(options) -> None:
     """Raise a usage error for an empty ``--output`` or ``--plot``, which names no file."""
     for name in _PATH_OPTIONS:
         if getattr(options, name, None) == "":
-            raise UsageError(f"--{name} is empty; give a file name, or leave the option out")
+            raise UsageError(f"--{name} is empty; give a path, or leave the option out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
