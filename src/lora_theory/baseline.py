@@ -296,7 +296,7 @@ def simulate_baseline(
         With ``on_divergence="raise"``, when a run's overlap becomes non-finite.
     """
     from . import _sgd_baseline
-    from .simulation import _integer, _progress_bar, _real, _record_size, _record_steps
+    from .simulation import _integer, _progress_bar, _record_size, _record_steps, validate_protocol
 
     # -- validation, before any work --------------------------------------
     if method not in BASELINE_METHODS:
@@ -305,24 +305,9 @@ def simulate_baseline(
         raise ParameterError(f"backend must be one of {_sgd_baseline.BACKENDS}, got {backend!r}.")
     student_activation = parse_activation(student)
     teacher_activation = student_activation if teacher is None else parse_activation(teacher)
-    d = _integer("d", d, 3, "the reduced sampler needs w* and two further directions, so use d >= 3")
-    eta = _real("eta", eta, "pass a positive learning rate")
-    if eta <= 0:
-        raise ParameterError(f"eta must be > 0, got {eta!r}; pass a positive learning rate.")
-    batch = _integer("batch", batch, 1, "use a mini-batch of at least one sample")
-    steps = _integer("steps", steps, 0, "pass the number of SGD steps")
-    n_runs = _integer("n_runs", n_runs, 1, "simulate at least one run")
-    if seed is not None:
-        seed = _integer("seed", seed, 0, "pass a non-negative integer or None for fresh entropy")
-    if m0 is not None:
-        m0 = _real("m0", m0, "pass an overlap in [-1, 1] or None for a uniformly random v")
-        if not -1.0 <= m0 <= 1.0:
-            raise ParameterError(f"m0 must lie in [-1, 1], got {m0!r}; it is the overlap <v, w*> of unit vectors.")
-    m_exit = _real("m_exit", m_exit, "pass an escape threshold in (0, 1]")
-    if not 0.0 < m_exit <= 1.0:
-        raise ParameterError(f"m_exit must lie in (0, 1], got {m_exit!r}; the default is 0.5.")
-    if on_divergence not in ("raise", "report"):
-        raise ParameterError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}.")
+    d, eta, batch, steps, n_runs, seed, m0, m_exit = validate_protocol(
+        d=d, eta=eta, batch=batch, steps=steps, n_runs=n_runs, seed=seed, m0=m0, m_exit=m_exit, on_divergence=on_divergence
+    )
     memory_limit = _integer("memory_limit", memory_limit, 1, "pass a number of bytes")
 
     activations = _sgd_baseline.BaselineActivations(student_activation, teacher_activation)

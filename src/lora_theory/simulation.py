@@ -73,6 +73,7 @@ __all__ = [
     "NOT_ESCAPED",
     "DEFAULT_MEMORY_LIMIT",
     "METHODS",
+    "validate_protocol",
     "BACKENDS",
 ]
 
@@ -382,6 +383,32 @@ def _progress_bar(progress: bool | None, total: int, description: str):
 # ---------------------------------------------------------------------------
 
 
+def validate_protocol(*, d, eta, batch, steps, n_runs, seed, m0, m_exit, on_divergence) -> tuple:
+    """Check the SGD protocol shared by every sampler and return it as ``(d, eta, batch, steps, n_runs, seed, m0, m_exit)``.
+
+    Raises :class:`ParameterError` naming the first value outside its domain.
+    """
+    d = _integer("d", d, 3, "the reduced sampler needs w* and two further directions, so use d >= 3")
+    eta = _real("eta", eta, "pass a positive learning rate")
+    if eta <= 0:
+        raise ParameterError(f"eta must be > 0, got {eta!r}; pass a positive learning rate.")
+    batch = _integer("batch", batch, 1, "use a mini-batch of at least one sample")
+    steps = _integer("steps", steps, 0, "pass the number of SGD steps")
+    n_runs = _integer("n_runs", n_runs, 1, "simulate at least one run")
+    if seed is not None:
+        seed = _integer("seed", seed, 0, "pass a non-negative integer or None for fresh entropy")
+    if m0 is not None:
+        m0 = _real("m0", m0, "pass an overlap in [-1, 1] or None for a uniformly random v")
+        if not -1.0 <= m0 <= 1.0:
+            raise ParameterError(f"m0 must lie in [-1, 1], got {m0!r}; it is the overlap <v, w*> of unit vectors.")
+    m_exit = _real("m_exit", m_exit, "pass an escape threshold in (0, 1]")
+    if not 0.0 < m_exit <= 1.0:
+        raise ParameterError(f"m_exit must lie in (0, 1], got {m_exit!r}; the default is 0.5.")
+    if on_divergence not in ("raise", "report"):
+        raise ParameterError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}.")
+    return d, eta, batch, steps, n_runs, seed, m0, m_exit
+
+
 def _compiled_step(method: str, backend: str, problem: SGDProblem) -> bool:
     """Return whether the reduced sampler runs its compiled step for ``backend``."""
     usable = method == "reduced" and _sgd_compiled.available() and _sgd_compiled.supports(problem)
@@ -494,25 +521,10 @@ def simulate(
     student_activation = parse_activation(student)
     teacher_activation = student_activation if teacher is None else parse_activation(teacher)
     mu = _real("mu", mu, "pass the pre-training strength, usually in [0, 1]")
-    d = _integer("d", d, 3, "the reduced sampler needs w* and two further directions, so use d >= 3")
-    eta = _real("eta", eta, "pass a positive learning rate")
-    if eta <= 0:
-        raise ParameterError(f"eta must be > 0, got {eta!r}; pass a positive learning rate.")
-    batch = _integer("batch", batch, 1, "use a mini-batch of at least one sample")
-    steps = _integer("steps", steps, 0, "pass the number of SGD steps")
-    n_runs = _integer("n_runs", n_runs, 1, "simulate at least one run")
-    if seed is not None:
-        seed = _integer("seed", seed, 0, "pass a non-negative integer or None for fresh entropy")
-    if m0 is not None:
-        m0 = _real("m0", m0, "pass an overlap in [-1, 1] or None for a uniformly random v")
-        if not -1.0 <= m0 <= 1.0:
-            raise ParameterError(f"m0 must lie in [-1, 1], got {m0!r}; it is the overlap <v, w*> of unit vectors.")
+    d, eta, batch, steps, n_runs, seed, m0, m_exit = validate_protocol(
+        d=d, eta=eta, batch=batch, steps=steps, n_runs=n_runs, seed=seed, m0=m0, m_exit=m_exit, on_divergence=on_divergence
+    )
     u0 = 1.0 / d**2 if u0 is None else _real("u0", u0, "pass a finite initial LoRA scale or None for 1/d^2")
-    m_exit = _real("m_exit", m_exit, "pass an escape threshold in (0, 1]")
-    if not 0.0 < m_exit <= 1.0:
-        raise ParameterError(f"m_exit must lie in (0, 1], got {m_exit!r}; the default is 0.5.")
-    if on_divergence not in ("raise", "report"):
-        raise ParameterError(f"on_divergence must be 'raise' or 'report', got {on_divergence!r}.")
     if backend not in BACKENDS:
         raise ParameterError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     memory_limit = _integer("memory_limit", memory_limit, 1, "pass a number of bytes")
