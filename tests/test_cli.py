@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import shutil
@@ -15,34 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import load_json, run, split_csv
 
 import lora_theory
 from lora_theory import outputs
 from lora_theory.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def split_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Comment lines (without '# ') and the CSV rows after them."""
-    lines = text.splitlines()
-    comments = [line[2:] for line in lines if line.startswith("# ")]
-    body = "\n".join(line for line in lines if not line.startswith("#"))
-    return comments, list(csv.DictReader(io.StringIO(body)))
-
-
-def run(capsys, *arguments: str) -> tuple[int, str, str]:
-    status = main(list(arguments))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def reject_constant(token: str):
-    raise AssertionError(f"JSON output contains the non-standard constant {token}")
-
-
-def load_json(text: str) -> dict:
-    return json.loads(text, parse_constant=reject_constant)
 
 
 # --- usage errors -------------------------------------------------------------

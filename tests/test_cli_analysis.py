@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 
 import numpy as np
 import pytest
+from cli_helpers import load_json, run, split_csv
 
-from lora_theory.cli import main
 from lora_theory.rates import escape_rates
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -20,28 +17,6 @@ PNG_END = b"IEND\xaeB`\x82"
 # escape from u0 -> 0 needs |m0| > m_c (values computed independently to 7 and 5 digits).
 HE3_MU_S = 0.3207243
 HE3_M_C = 0.58193
-
-
-def run(capsys, *arguments: str) -> tuple[int, str, str]:
-    status = main(list(arguments))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def reject_constant(token: str):
-    raise AssertionError(f"JSON output contains the non-standard constant {token}")
-
-
-def load_json(text: str) -> dict:
-    return json.loads(text, parse_constant=reject_constant)
-
-
-def split_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Comment lines (without '# ') and the CSV rows after them."""
-    lines = text.splitlines()
-    comments = [line[2:] for line in lines if line.startswith("# ")]
-    body = "\n".join(line for line in lines if not line.startswith("#"))
-    return comments, list(csv.DictReader(io.StringIO(body)))
 
 
 def assert_valid_png(path) -> None:

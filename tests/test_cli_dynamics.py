@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 
 import numpy as np
 import pytest
+from cli_helpers import load_json, run, split_csv
 
 from lora_theory.cli import _trajectories as trajectory_commands
 from lora_theory.cli import main
@@ -20,28 +19,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # A small reduced-SGD setting that runs in well under a second.
 SMALL_SGD = ["--student", "x", "--mu", "0.5", "--d", "100", "--lr", "0.5", "--batch", "50"]
-
-
-def run(capsys, *arguments: str) -> tuple[int, str, str]:
-    status = main(list(arguments))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def reject_constant(token: str):
-    raise AssertionError(f"JSON output contains the non-standard constant {token}")
-
-
-def load_json(text: str) -> dict:
-    return json.loads(text, parse_constant=reject_constant)
-
-
-def split_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Comment lines (without '# ') and the CSV rows after them."""
-    lines = text.splitlines()
-    comments = [line[2:] for line in lines if line.startswith("# ")]
-    body = "\n".join(line for line in lines if not line.startswith("#"))
-    return comments, list(csv.DictReader(io.StringIO(body)))
 
 
 def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
