@@ -27,9 +27,9 @@ from .codegen import generate
 from .derivation import derive
 from .dynamics import FlowTrajectory, integrate
 from .expectations import Q, R
-from .escape import NOT_ESCAPED, EscapeSummary, summarize_escape
+from .escape import NOT_ESCAPED
 from .model import SPHERICAL_BASELINE, kappa, m
-from .simulation import DEFAULT_MEMORY_LIMIT, SimulationDivergedError
+from .simulation import DEFAULT_MEMORY_LIMIT, RunOutcomes, SimulationDivergedError
 
 __all__ = [
     "BaselineFunctions",
@@ -204,7 +204,7 @@ class BaselineSimulationParameters:
 
 
 @dataclass(frozen=True, eq=False)
-class BaselineSimulationResult:
+class BaselineSimulationResult(RunOutcomes):
     """Recorded overlaps and escape steps of a set of baseline SGD runs.
 
     ``m`` has shape ``(n_runs, n_records)``: the overlap of run ``r`` at
@@ -223,29 +223,6 @@ class BaselineSimulationResult:
     last_step: np.ndarray
     escape_step: np.ma.MaskedArray
     diverged_step: np.ma.MaskedArray
-
-    @property
-    def escaped(self) -> np.ndarray:
-        """Boolean mask of the runs that escaped, shape (n_runs,)."""
-        return ~np.ma.getmaskarray(self.escape_step)
-
-    @property
-    def censored(self) -> np.ndarray:
-        """Boolean mask of the runs that neither escaped nor diverged, shape (n_runs,)."""
-        return np.ma.getmaskarray(self.escape_step) & np.ma.getmaskarray(self.diverged_step)
-
-    def escape_summary(self, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> EscapeSummary:
-        """Escape statistics in steps, samples and ``t`` (see :func:`lora_theory.escape.summarize_escape`)."""
-        return summarize_escape(
-            self.escape_step,
-            batch=self.parameters.batch,
-            eta=self.parameters.eta,
-            max_steps=self.parameters.steps,
-            diverged_step=self.diverged_step,
-            confidence=confidence,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-        )
 
 
 def simulate_baseline(

@@ -143,8 +143,40 @@ class SimulationParameters:
         return self.eta * self.d / self.batch
 
 
+class RunOutcomes:
+    """Escape, censoring and their statistics, shared by the results of the SGD samplers.
+
+    Needs the attributes ``escape_step`` and ``diverged_step`` (masked
+    arrays of shape (n_runs,)) and ``parameters`` with ``batch``, ``eta``
+    and ``steps``.
+    """
+
+    @property
+    def escaped(self) -> np.ndarray:
+        """Boolean mask of the runs that escaped, shape (n_runs,)."""
+        return ~np.ma.getmaskarray(self.escape_step)
+
+    @property
+    def censored(self) -> np.ndarray:
+        """Boolean mask of the runs that neither escaped nor diverged, shape (n_runs,)."""
+        return np.ma.getmaskarray(self.escape_step) & np.ma.getmaskarray(self.diverged_step)
+
+    def escape_summary(self, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> EscapeSummary:
+        """Escape statistics in steps, samples and ``t`` (see :func:`summarize_escape`)."""
+        return summarize_escape(
+            self.escape_step,
+            batch=self.parameters.batch,
+            eta=self.parameters.eta,
+            max_steps=self.parameters.steps,
+            diverged_step=self.diverged_step,
+            confidence=confidence,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
+
+
 @dataclass(frozen=True, eq=False)
-class SimulationResult:
+class SimulationResult(RunOutcomes):
     """Recorded trajectories and escape steps of a set of runs.
 
     Attributes
@@ -190,16 +222,6 @@ class SimulationResult:
         """Recorded times in flow time, ``t = eta * steps``."""
         return self.record_steps * self.parameters.eta
 
-    @property
-    def escaped(self) -> np.ndarray:
-        """Boolean mask of the runs that escaped, shape (n_runs,)."""
-        return ~np.ma.getmaskarray(self.escape_step)
-
-    @property
-    def censored(self) -> np.ndarray:
-        """Boolean mask of the runs that neither escaped nor diverged, shape (n_runs,)."""
-        return np.ma.getmaskarray(self.escape_step) & np.ma.getmaskarray(self.diverged_step)
-
     def _values(self, quantity: str) -> np.ndarray:
         if quantity not in _QUANTITIES:
             raise ParameterError(f"quantity must be one of {_QUANTITIES}, got {quantity!r}.")
@@ -233,19 +255,6 @@ class SimulationResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanquantile(values, levels, axis=0)
-
-    def escape_summary(self, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> EscapeSummary:
-        """Escape statistics in steps, samples and ``t`` (see :func:`summarize_escape`)."""
-        return summarize_escape(
-            self.escape_step,
-            batch=self.parameters.batch,
-            eta=self.parameters.eta,
-            max_steps=self.parameters.steps,
-            diverged_step=self.diverged_step,
-            confidence=confidence,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-        )
 
 
 # ---------------------------------------------------------------------------
