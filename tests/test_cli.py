@@ -487,7 +487,7 @@ def test_report_default_run(capsys, tmp_path, monkeypatch):
         assert all(0.02 < float(value) < 0.99 for value in singular.split(","))
 
 
-def test_atomic_write_files_rolls_back_on_rename_failure(tmp_path, monkeypatch):
+def test_rollback_restores_old_file(tmp_path, monkeypatch):
     first = tmp_path / "first.txt"
     second = tmp_path / "second.txt"
     first.write_text("old first\n")
@@ -508,7 +508,7 @@ def test_atomic_write_files_rolls_back_on_rename_failure(tmp_path, monkeypatch):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["first.txt"]
 
 
-def test_atomic_write_files_removes_new_file_on_rename_failure(tmp_path, monkeypatch):
+def test_rollback_removes_new_file(tmp_path, monkeypatch):
     first = tmp_path / "first.txt"
     second = tmp_path / "second.txt"
     real_replace = os.replace

@@ -445,7 +445,7 @@ def test_heavy_tail_at_truncation_raises():
 
 def test_gaussian_growth_below_limit_converges():
     # E exp(0.3 z^2) = 1 / sqrt(1 - 0.6), with 2e-8 of E|f| at 9 to 10 standard deviations:
-    # below the tail limit 1e-6, so the documented accuracy holds and nothing is raised.
+    # below the tail limit 1e-6, so the documented accuracy applies and nothing is raised.
     value = expectation_1d(lambda z: np.exp(0.3 * z * z), 1.0)
     assert value == pytest.approx(1.0 / math.sqrt(0.4), rel=RELATIVE)
 

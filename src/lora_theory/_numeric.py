@@ -764,7 +764,7 @@ def pair_expectation(
     def solve(select: np.ndarray, problem: _Iterated) -> None:
         if select.size:
             value[select], estimate[select], scale[select], failed[select] = _integrate(problem)
-            # The tail share tells a missing expectation from slow convergence; failed points only.
+            # The tail share distinguishes a missing expectation from slow convergence. Only failed points need it.
             local = np.flatnonzero(failed[select])
             if local.size:
                 share[select[local]] = _tail_share(problem, local)

@@ -178,10 +178,10 @@ BASELINE_METHODS = ("reduced", "full")
 class BaselineSimulationParameters:
     """Everything that determines a baseline simulation, after validation.
 
-    ``seed`` is the entropy of the root :class:`numpy.random.SeedSequence`;
-    ``m0`` is ``None`` when each run starts from a uniformly random ``v``;
-    ``backend`` is the kernel that ran (``"numpy"``, ``"numba"``, or
-    ``"numpy"`` for the full sampler).
+    ``seed`` is the entropy of the root :class:`numpy.random.SeedSequence`.
+    ``m0`` is ``None`` when each run starts from a uniformly random ``v``.
+    ``backend`` is the kernel that ran: ``"numpy"`` or ``"numba"`` for the
+    reduced sampler, always ``"numpy"`` for the full one.
     """
 
     method: str

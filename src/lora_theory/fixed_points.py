@@ -209,7 +209,7 @@ def fixed_points(
             )
         except LoraTheoryError:
             # The generated Jacobian needs second derivatives, which a kinked teacher turns into Dirac
-            # deltas that the numerical kernels reject; nan sends it to one-sided differences below.
+            # deltas that the numerical kernels reject. A nan matrix sends it to one-sided differences below.
             matrix = np.full((2, 2), np.nan)
         jacobian_method = "symbolic"
         if not np.all(np.isfinite(matrix)):

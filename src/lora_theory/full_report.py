@@ -145,7 +145,7 @@ class ReportFigure:
     ``SimulationResult`` and so on, keyed by name) so that a notebook can
     inspect the numbers behind the figure. ``result`` is a one-line statement
     of the main numbers, and ``figure`` a Matplotlib figure drawn on the Agg
-    canvas, outside :mod:`matplotlib.pyplot`. ``png`` holds the PNG bytes with
+    canvas, outside :mod:`matplotlib.pyplot`. ``png`` contains the PNG bytes with
     the command, the package version and the size in the footer and the PNG
     metadata. In a notebook the object displays as that PNG.
     """

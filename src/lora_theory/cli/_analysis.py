@@ -282,7 +282,7 @@ def _run_search(options: argparse.Namespace, command: str) -> int:
     m_exit = _m_exit(options.m_exit)
     m0 = _m0_grid(options.m0, m_exit)
 
-    # A singular mu has no linear search phase to compare with; say so before integrating.
+    # A singular mu has no linear search phase to compare with, so report that before integrating.
     rates = escape_rates(student, teacher, mu=[mu])
     if rates.notes[0] is not None:
         raise UsageError(f"--mu {options.mu}: no linear search phase at mu = {mu:g}: {rates.notes[0]}. Choose another mu.")
